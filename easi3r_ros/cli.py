@@ -1,0 +1,193 @@
+"""``easi3r``: offline runs, bag tools, the demo and evaluation.
+
+    easi3r run INPUT (--checkpoint CKPT | --random-weights MODEL) --out DIR [options]
+    easi3r bag from-video VIDEO OUT [--topic T] [--storage mcap|sqlite3]
+    easi3r bag play BAG [--rate R] [--loop] [--clock]
+    easi3r demo [--checkpoint CKPT]
+    easi3r eval masks PRED_DIR GT_DIR | easi3r eval traj EST.txt REF.txt
+
+Errors are reported as one line (``easi3r: error: ...``) with exit status 2.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+from typing import List, Optional
+
+from .model.config import PRESETS as MODEL_PRESETS
+
+
+class CliError(Exception):
+    pass
+
+
+def _positive(value: str) -> int:
+    n = int(value)
+    if n < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {n}")
+    return n
+
+
+def _add_run(sub) -> None:
+    p = sub.add_parser("run", help="Easi3R on a video, image folder or ROS 2 bag; writes masks, poses, depth, clouds",
+                       description="Run Easi3R on INPUT (a video file, an image folder, or a ROS 2 bag directory "
+                                   "with --topic) and write per-frame masks, an overlay video, TUM poses, intrinsics, "
+                                   "depth maps, a static point cloud and results.npz to --out.")
+    p.add_argument("input", type=Path, help="video file, image folder, or rosbag2 directory")
+    weights = p.add_mutually_exclusive_group(required=True)
+    weights.add_argument("--checkpoint", type=Path, help="official DUSt3R/MonST3R .pth or a Hugging Face folder")
+    weights.add_argument("--random-weights", metavar="MODEL",
+                         help=f"run on recipe-v1 random weights (meaningless results): a preset "
+                              f"({', '.join(MODEL_PRESETS)}) or a constructor string")
+    p.add_argument("--weights-seed", type=int, default=0, help="seed of the random weights (default 0)")
+    p.add_argument("--trust-checkpoint", action="store_true",
+                   help="allow arbitrary pickled objects in a .pth (only for files from a trusted source)")
+    p.add_argument("--out", type=Path, required=True, help="output folder")
+    p.add_argument("--topic", help="image topic when INPUT is a bag")
+    p.add_argument("--fps", type=float, help="frame rate for image folders (stamps), default 30")
+    p.add_argument("--max-frames", type=_positive, help="use at most this many frames")
+    p.add_argument("--every", type=int, default=1, help="take every n-th frame of the input (default 1)")
+    p.add_argument("--window", type=_positive, default=0,
+                   help="frames per sliding window (default 0: all frames in one window, as the reference)")
+    p.add_argument("--stride", type=_positive, default=0, help="new frames per window (default window/2)")
+    p.add_argument("--preset", choices=["reference", "robot"], default="reference",
+                   help="reference: the original Easi3R settings; robot: adds the 'nothing moves' guard")
+    p.add_argument("--image-size", type=int, choices=[224, 512], help="network input size (default: the model's)")
+    p.add_argument("--device", default="auto", help="auto (cuda when available), cpu, cuda, cuda:1 ...")
+    p.add_argument("--precision", choices=["fp32", "bf16", "fp16"], default="fp32", help="autocast on CUDA")
+    p.add_argument("--niter", type=_positive, help="global-alignment iterations (default 300)")
+    p.add_argument("--scene-graph", help="scene graph, swinstride-W (default swinstride-5)")
+    p.add_argument("--kmeans", choices=["sklearn", "torch"], help="clustering backend (default sklearn = reference)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def _cmd_run(args) -> int:
+    import torch
+
+    from .io.frames import open_frames
+    from .model.checkpoint import load_checkpoint, random_network
+    from .pipeline.offline import RANDOM_WEIGHTS_WARNING, describe, run_offline
+    from .pipeline.window import WindowPipeline, preset_config
+
+    if args.window and args.window < 3:
+        raise CliError(f"--window must be 0 (all frames) or >= 3, got {args.window}")
+    if args.stride and args.window and args.stride > args.window:
+        raise CliError(f"--stride ({args.stride}) cannot exceed --window ({args.window})")
+    frames = list(open_frames(args.input, topic=args.topic, fps=args.fps, stride=args.every,
+                              max_frames=args.max_frames))
+    if len(frames) < 3:
+        raise CliError(f"{args.input}: {len(frames)} frame(s); Easi3R needs at least 3 frames in a window")
+    config = preset_config(args.preset, image_size=args.image_size, device=args.device, precision=args.precision,
+                           niter=args.niter, scene_graph=args.scene_graph, kmeans=args.kmeans, keep_arrays=True)
+    device = "cuda" if args.device == "auto" and torch.cuda.is_available() else args.device
+    device = "cpu" if device == "auto" else device
+    if args.random_weights:
+        print(f"WARNING: {RANDOM_WEIGHTS_WARNING}", file=sys.stderr)
+        network, model_string = random_network(args.random_weights, args.weights_seed, device=device)
+        source = {"random_weights": True, "weights": {"recipe": "v1", "seed": args.weights_seed},
+                  "warning": RANDOM_WEIGHTS_WARNING}
+    else:
+        network, info = load_checkpoint(args.checkpoint, allow_pickle=args.trust_checkpoint, device=device)
+        model_string = info.model_string
+        source = {"random_weights": False, "checkpoint": str(args.checkpoint)}
+    pipeline = WindowPipeline(network, config)
+    meta = {"input": str(args.input), "model_str": model_string, "preset": args.preset, "device": str(pipeline.device),
+            "n_frames": len(frames), "window": args.window, "stride": args.stride, "fps": args.fps,
+            "config": {k: v for k, v in vars(config).items()}, **source}
+    print(f"easi3r: {len(frames)} frames from {args.input} on {pipeline.device}, model {model_string[:80]}...",
+          file=sys.stderr)
+    start = time.perf_counter()
+    summary = run_offline(frames, pipeline, args.out, meta, window=args.window, stride=args.stride,
+                          progress=None if args.quiet else "tqdm")
+    print(f"easi3r: {describe(summary)}; wall {time.perf_counter() - start:.1f}s; wrote {args.out}/")
+    if args.random_weights:
+        print(f"WARNING: {RANDOM_WEIGHTS_WARNING}", file=sys.stderr)
+    return 0
+
+
+def _add_bag(sub) -> None:
+    p = sub.add_parser("bag", help="ROS 2 bag tools that work without rosbag2",
+                       description="Create and replay ROS 2 bags (sqlite3 or mcap) without a ROS 2 install.")
+    bag = p.add_subparsers(dest="bag_command", metavar="{from-video,play}", required=True)
+    fv = bag.add_parser("from-video", help="write a video's frames as sensor_msgs/Image messages into a new bag",
+                        description="Write VIDEO's frames as sensor_msgs/msg/Image on --topic into the new bag OUT, "
+                                    "stamped with the video's own frame times (plus --start-time).")
+    fv.add_argument("video", type=Path)
+    fv.add_argument("out", type=Path, help="new bag directory (must not exist)")
+    fv.add_argument("--topic", default="/camera/image_raw")
+    fv.add_argument("--frame-id", default="camera_optical_frame")
+    fv.add_argument("--storage", choices=["sqlite3", "mcap"], default="sqlite3")
+    fv.add_argument("--encoding", choices=["rgb8", "bgr8", "mono8"], default="rgb8")
+    fv.add_argument("--compressed", choices=["jpeg", "png"], help="write sensor_msgs/CompressedImage instead")
+    fv.add_argument("--max-frames", type=_positive)
+    fv.add_argument("--every", type=int, default=1, help="take every n-th frame")
+    fv.add_argument("--start-time", type=float, default=None,
+                    help="stamp of the first frame, seconds since the epoch (default: now)")
+    play = bag.add_parser("play", help="replay a bag's messages at the recorded rate (needs rclpy)", add_help=False)
+    play.add_argument("rest", nargs=argparse.REMAINDER)
+
+
+def _cmd_bag(args) -> int:
+    if args.bag_command == "play":
+        from .ros.bag_player import main as play_main
+        return play_main(args.rest)
+    from .io.bag import write_image_bag
+    from .io.frames import open_frames
+
+    frames = open_frames(args.video, stride=args.every, max_frames=args.max_frames)
+    offset = int((time.time() if args.start_time is None else args.start_time) * 1e9)
+    stamped = ((f.rgb, offset + f.stamp_ns) for f in frames)
+    n = write_image_bag(args.out, stamped, topic=args.topic, storage=args.storage, encoding=args.encoding,
+                        frame_id=args.frame_id, compressed=args.compressed)
+    if n == 0:
+        raise CliError(f"{args.video}: no frames written")
+    print(f"easi3r: wrote {n} messages on {args.topic} to {args.out} ({args.storage})")
+    return 0
+
+
+def _add_passthrough(sub, name: str, help_text: str) -> None:
+    p = sub.add_parser(name, help=help_text, add_help=False)
+    p.add_argument("rest", nargs=argparse.REMAINDER)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="easi3r", description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", metavar="{run,bag,demo,eval}", required=True)
+    _add_run(sub)
+    _add_bag(sub)
+    _add_passthrough(sub, "demo", "play the sample clip through the ROS 2 node and print a summary (needs rclpy)")
+    _add_passthrough(sub, "eval", "evaluate masks (J&F against ground truth) or trajectories (ATE/RPE)")
+    return parser
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    from .io.frames import InputError
+    from .model.checkpoint import CheckpointError
+    from .model.config import ModelConfigError
+    from .pipeline.scene_graph import SceneGraphError
+    from .pipeline.window import WindowError
+
+    try:
+        if args.command == "run":
+            return _cmd_run(args)
+        if args.command == "bag":
+            return _cmd_bag(args)
+        if args.command == "demo":
+            from .ros.demo import main as demo_main
+            return demo_main(args.rest)
+        if args.command == "eval":
+            from .eval.cli import main as eval_main
+            return eval_main(args.rest)
+    except (CliError, InputError, CheckpointError, ModelConfigError, SceneGraphError, WindowError,
+            FileExistsError) as exc:
+        parser.exit(2, f"easi3r: error: {exc}\n")
+    return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,120 @@
+"""Offline runs: a video, image folder or bag through the window pipeline, written to a folder.
+
+Outputs (camera resolution unless noted): ``masks/<frame>.png`` (0/255), ``overlay.mp4``,
+``poses_tum.txt`` (camera-to-world, TUM format), ``intrinsics.json``, ``depth/<frame>.npy`` (network
+resolution), ``static_cloud.ply`` and ``results.npz`` (array names as in the reference fixtures).
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable, Dict, Iterable, List, Optional
+
+import numpy as np
+
+from ..io.frames import IMAGE_EXTENSIONS, Frame, InputError, check_same_size
+from ..io.writers import (OverlayVideoWriter, write_depth, write_mask_png, write_ply, write_results_npz,
+                          write_tum)
+from .result import FrameResult
+from .window import WindowPipeline
+
+RANDOM_WEIGHTS_WARNING = ("RANDOM WEIGHTS (smoke test): the network is untrained, so masks, poses and points "
+                          "are meaningless. Pass --checkpoint with official DUSt3R/MonST3R weights for real results.")
+
+
+@dataclass
+class RunSummary:
+    frames: int = 0
+    windows: int = 0
+    seconds: float = 0.0
+    timings: Dict[str, float] = field(default_factory=dict)
+    random_weights: bool = False
+    outputs: List[str] = field(default_factory=list)
+
+
+def frame_name(frame: Frame) -> str:
+    """The image file's stem for image folders, ``frame_<index>`` for videos and bags."""
+    source = Path(frame.source or "")
+    return source.stem if source.suffix.lower() in IMAGE_EXTENSIONS else f"frame_{frame.index:06d}"
+
+
+class RunWriter:
+    """Writes per-frame results as they become final, and the window-level files at the end."""
+
+    def __init__(self, out_dir: Path, meta: dict, overlay: bool = True):
+        self.out = Path(out_dir)
+        self.out.mkdir(parents=True, exist_ok=True)
+        self.meta = meta
+        self._video = OverlayVideoWriter(self.out / "overlay.mp4", fps=meta.get("fps") or 10.0) if overlay else None
+        self._stamps: List[int] = []
+        self._poses: List[np.ndarray] = []
+        self._intrinsics: List[dict] = []
+        self._points: List[np.ndarray] = []
+        self._colors: List[np.ndarray] = []
+
+    def frame(self, frame: Frame, result: FrameResult) -> None:
+        name = frame_name(frame)
+        write_mask_png(self.out / "masks" / f"{name}.png", result.mask_camera)
+        write_depth(self.out / "depth" / f"{name}.npy", result.depth)
+        if self._video is not None:
+            self._video.write(frame.rgb, result.mask_camera)
+        self._stamps.append(frame.stamp_ns)
+        self._poses.append(result.cam_to_world)
+        h0, w0 = result.mask_camera.shape
+        self._intrinsics.append({"frame": name, "stamp_ns": int(frame.stamp_ns), "width": w0, "height": h0,
+                                 "K": result.intrinsics_camera.tolist(),
+                                 "K_network": result.intrinsics.tolist(),
+                                 "dynamic_ratio": result.dynamic_ratio})
+        self._points.append(result.static_points)
+        self._colors.append(result.static_colors)
+
+    def close(self, arrays: Dict[str, np.ndarray]) -> List[str]:
+        if self._video is not None:
+            self._video.close()
+        write_tum(self.out / "poses_tum.txt", self._stamps, self._poses)
+        (self.out / "intrinsics.json").write_text(json.dumps({"frames": self._intrinsics, **self.meta}, indent=1))
+        write_ply(self.out / "static_cloud.ply", np.concatenate(self._points) if self._points else np.zeros((0, 3)),
+                  np.concatenate(self._colors) if self._colors else np.zeros((0, 3), np.uint8))
+        write_results_npz(self.out / "results.npz", arrays, self.meta)
+        (self.out / "run_info.json").write_text(json.dumps(self.meta, indent=1, default=str))
+        return sorted(str(p.relative_to(self.out)) for p in self.out.iterdir())
+
+
+def run_offline(frames: Iterable[Frame], pipeline: WindowPipeline, out_dir: Path, meta: dict,
+                window: int = 0, stride: int = 0, progress: Optional[Callable] = None) -> RunSummary:
+    """Process ``frames`` and write everything to ``out_dir``.
+
+    ``window == 0`` processes all frames as one window (the reference's behaviour). Otherwise sliding
+    windows of ``window`` frames every ``stride`` frames are chained into one trajectory.
+    """
+    frames = list(frames)
+    if not frames:
+        raise InputError("no frames to process")
+    check_same_size(frames)
+    summary = RunSummary(frames=len(frames), random_weights=bool(meta.get("random_weights")))
+    writer = RunWriter(out_dir, meta)
+    if window and window < len(frames):
+        from .stream import run_windows_offline  # the streaming scheduler and Sim(3) chaining
+        results, arrays, timings, n_windows = run_windows_offline(pipeline, frames, window, stride or window // 2,
+                                                                  progress=progress)
+    else:
+        result = pipeline.run([f.rgb for f in frames], [f.stamp_ns for f in frames],
+                              frame_ids=list(range(len(frames))))
+        results, arrays, timings, n_windows = result.frames, result.arrays, result.timings, 1
+    for frame, res in zip(frames, results):
+        writer.frame(frame, res)
+    summary.outputs = writer.close(arrays)
+    summary.windows = n_windows
+    summary.timings = timings
+    summary.seconds = float(sum(v for k, v in timings.items() if k != "total_s"))
+    return summary
+
+
+def describe(summary: RunSummary) -> str:
+    stages = ", ".join(f"{k[:-2]} {v:.2f}s" for k, v in summary.timings.items() if k.endswith("_s") and k != "total_s")
+    return f"{summary.frames} frames in {summary.windows} window(s), {summary.seconds:.1f}s ({stages})"
+
+
+def summary_dict(summary: RunSummary) -> dict:
+    return asdict(summary)

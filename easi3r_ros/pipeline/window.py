@@ -1,0 +1,302 @@
+"""Easi3R on one window of frames: encode -> pass 1 -> masks -> pass 2 -> final masks -> global alignment.
+
+Work that depends only on frames is cached by frame id and reused by overlapping windows: each frame is
+encoded once, and each ordered pair's pass-1 attention maps are decoded once. Pass 2 depends on the
+window's masks and is recomputed per window.
+"""
+from __future__ import annotations
+
+import time
+from collections import OrderedDict
+from dataclasses import dataclass, field, replace
+from typing import Dict, Hashable, List, Optional, Sequence
+
+import numpy as np
+import torch
+
+from ..align.global_alignment import align_window
+from ..model.blocks import Reweighting
+from ..model.network import Dust3rNetwork
+from ..model.preprocess import CropInfo, preprocess_image
+from ..motion.aggregation import aggregate_attention
+from ..motion.guard import MotionGuard
+
+# Placeholder until calibrated on measured windows (see benchmarks/guard_calibration.py).
+DEFAULT_GUARD_THRESHOLD = 3.0
+from ..motion.segmentation import segment_dynamic, token_mask
+from .result import FrameResult, WindowResult
+from .scene_graph import make_edges
+
+
+class WindowError(ValueError):
+    """A window that cannot be processed (too few frames, mixed sizes...)."""
+
+
+@dataclass(frozen=True)
+class WindowConfig:
+    """Pipeline settings. The defaults are the reference preset (the original Easi3R demo)."""
+
+    image_size: Optional[int] = None          # 224 or 512; None: the model's own size
+    scene_graph: str = "swinstride-5"
+    cap_scene_graph: bool = False             # cap W at ceil((n-1)/2), as the reference's evaluation does
+    kmeans_clusters: int = 64
+    kmeans: str = "sklearn"                   # "sklearn" (reference) or "torch" (faster, GPU)
+    niter: int = 300                          # global-alignment iterations
+    lr: float = 0.01
+    lr_min: float = 1e-3
+    schedule: str = "linear"
+    pnp_conf_threshold: float = 2.5
+    static_conf_threshold: float = 3.0        # confidence above which static pixels become cloud points
+    motion_guard: bool = False                # robot preset: empty masks when nothing moves
+    motion_guard_threshold: Optional[float] = None  # None: the guard's calibrated default
+    device: str = "auto"                      # "auto" -> cuda when available, else cpu
+    precision: str = "fp32"                   # "fp32", or "bf16"/"fp16" autocast on CUDA
+    pair_batch: int = 0                       # ordered pairs per decoder call; 0: 1 on CPU, 8 on CUDA
+    keep_arrays: bool = False                 # fill WindowResult.arrays (fixture-named, for results.npz)
+
+
+PRESETS = {
+    "reference": WindowConfig(),
+    "robot": WindowConfig(cap_scene_graph=True, motion_guard=True),
+}
+
+
+def preset_config(name: str, **overrides) -> WindowConfig:
+    if name not in PRESETS:
+        raise ValueError(f"unknown preset {name!r} (expected one of {', '.join(PRESETS)})")
+    return replace(PRESETS[name], **{k: v for k, v in overrides.items() if v is not None})
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {name!r} requested but CUDA is not available")
+    return device
+
+
+@dataclass
+class _Encoded:
+    image: torch.Tensor        # (3, H, W) network input in [-1, 1]
+    tokens: torch.Tensor       # (N, C) encoder output
+    crop: CropInfo
+
+
+class _LRU(OrderedDict):
+    """A small bounded cache; ``retain`` drops entries no longer needed by the sliding window."""
+
+    def __init__(self, capacity: int):
+        super().__init__()
+        self.capacity = capacity
+
+    def put(self, key, value):
+        self[key] = value
+        self.move_to_end(key)
+        while len(self) > self.capacity:
+            self.popitem(last=False)
+
+
+@dataclass
+class CacheStats:
+    encoded: int = 0
+    encodings_reused: int = 0
+    pairs_decoded: int = 0
+    pairs_reused: int = 0
+
+
+class WindowPipeline:
+    """Runs Easi3R on windows of frames with one network; reuses work between overlapping windows."""
+
+    def __init__(self, network: Dust3rNetwork, config: WindowConfig = WindowConfig(), cache_frames: int = 64):
+        self.config = config
+        self.device = resolve_device(config.device)
+        self.network = network.to(self.device).eval()
+        self.image_size = config.image_size or network.cfg.image_size
+        self.guard = MotionGuard(threshold=(config.motion_guard_threshold or DEFAULT_GUARD_THRESHOLD)
+                                 if config.motion_guard else None)
+        self._encodings: _LRU = _LRU(cache_frames)
+        self._pass1: _LRU = _LRU(cache_frames * 20)
+        self.stats = CacheStats()
+
+    # ------------------------------------------------------------------ helpers
+    def _autocast(self):
+        if self.device.type == "cuda" and self.config.precision in ("bf16", "fp16"):
+            dtype = torch.bfloat16 if self.config.precision == "bf16" else torch.float16
+            return torch.autocast("cuda", dtype=dtype)
+        return torch.autocast(self.device.type, enabled=False)
+
+    def _pair_batch(self) -> int:
+        return self.config.pair_batch or (8 if self.device.type == "cuda" else 1)
+
+    def reset(self) -> None:
+        """Forget cached encodings and pair decodes (e.g. after a time jump in the stream)."""
+        self._encodings.clear()
+        self._pass1.clear()
+
+    def _encode(self, frames: Sequence[np.ndarray], ids: Sequence[Hashable]) -> List[_Encoded]:
+        todo = [k for k, fid in enumerate(ids) if fid not in self._encodings]
+        self.stats.encodings_reused += len(ids) - len(todo)
+        if todo:
+            prepared = [preprocess_image(frames[k], self.image_size) for k in todo]
+            images = torch.stack([t for t, _ in prepared]).to(self.device)
+            with torch.no_grad(), self._autocast():
+                tokens = torch.cat([self.network.encode(images[b:b + 8]) for b in range(0, len(todo), 8)])
+            for k, (img, crop), tok in zip(todo, prepared, tokens.float()):
+                self._encodings.put(ids[k], _Encoded(img.to(self.device), tok, crop))
+            self.stats.encoded += len(todo)
+        encoded = [self._encodings[fid] for fid in ids]
+        for fid in ids:
+            self._encodings.move_to_end(fid)
+        return encoded
+
+    def _decode(self, enc: torch.Tensor, edges: np.ndarray, hw, *, reweight_static: Optional[torch.Tensor],
+                heads: bool):
+        """Batched decode of the given ordered edges; returns per-edge tensors on the device."""
+        out: Dict[str, List[torch.Tensor]] = {k: [] for k in ("attn1", "attn2", "pts1", "conf1", "pts2", "conf2")}
+        bsz = self._pair_batch()
+        with torch.no_grad(), self._autocast():
+            for b in range(0, len(edges), bsz):
+                ii = torch.as_tensor(edges[b:b + bsz, 0], device=self.device)
+                jj = torch.as_tensor(edges[b:b + bsz, 1], device=self.device)
+                rw = None if reweight_static is None else Reweighting(reweight_static[ii], reweight_static[jj])
+                pred = self.network.decode(enc[ii], enc[jj], hw, attention_stats=True, reweight=rw, heads=heads)
+                for k in out:
+                    value = getattr(pred, k)
+                    if value is not None:
+                        out[k].append(value.float())
+        return {k: torch.cat(v) for k, v in out.items() if v}
+
+    # ------------------------------------------------------------------ the window
+    def run(self, frames: Sequence[np.ndarray], stamps_ns: Optional[Sequence[Optional[int]]] = None,
+            frame_ids: Optional[Sequence[Hashable]] = None, flow: Optional[dict] = None) -> WindowResult:
+        """Easi3R on ``frames`` (each (H0, W0, 3) uint8 RGB, one size).
+
+        ``frame_ids`` identify frames across calls (e.g. a stream counter); frames seen before reuse their
+        encoding and pass-1 pair decodes. Without ids nothing is reused. ``flow`` is passed to the global
+        alignment (see :func:`align_window`).
+        """
+        cfg = self.config
+        n = len(frames)
+        if n < 3:
+            raise WindowError(f"a window needs at least 3 frames (got {n}): every frame needs two partners")
+        shapes = {tuple(np.shape(f)) for f in frames}
+        if len(shapes) != 1:
+            raise WindowError(f"frames of mixed sizes in one window: {sorted(shapes)}")
+        stamps = list(stamps_ns) if stamps_ns is not None else [None] * n
+        ids = list(frame_ids) if frame_ids is not None else [("anon", id(self), time.monotonic_ns(), k) for k in range(n)]
+        timings: Dict[str, float] = {}
+        clock = time.perf_counter()
+
+        def lap(name):
+            nonlocal clock
+            now = time.perf_counter()
+            timings[name] = now - clock
+            clock = now
+
+        edges = make_edges(cfg.scene_graph, n, cap=cfg.cap_scene_graph)
+        encoded = self._encode(frames, ids)
+        enc = torch.stack([e.tokens for e in encoded])
+        images = torch.stack([e.image for e in encoded])
+        hw = tuple(images.shape[-2:])
+        grid = self.network.token_grid(hw)
+        lap("encode_s")
+
+        # pass 1: attention statistics only (no heads), cached per ordered pair of frames
+        keys = [(ids[i], ids[j]) for i, j in edges.tolist()]
+        missing = np.array([e for e, key in zip(edges.tolist(), keys) if key not in self._pass1], dtype=np.int64).reshape(-1, 2)
+        if len(missing):
+            dec = self._decode(enc, missing, hw, reweight_static=None, heads=False)
+            for (i, j), a1, a2 in zip(missing.tolist(), dec["attn1"], dec["attn2"]):
+                self._pass1.put((ids[i], ids[j]), (a1, a2))
+        self.stats.pairs_decoded += len(missing)
+        self.stats.pairs_reused += len(edges) - len(missing)
+        attn1_p1 = torch.stack([self._pass1[k][0] for k in keys])
+        attn2_p1 = torch.stack([self._pass1[k][1] for k in keys])
+        lap("pass1_s")
+
+        agg1 = aggregate_attention(attn1_p1, attn2_p1, edges, n)
+        feat = enc.reshape(n, grid[0], grid[1], -1)
+        seg1 = segment_dynamic(agg1.dynamic_map, feat, hw, n_clusters=cfg.kmeans_clusters, kmeans=cfg.kmeans,
+                               device=self.device)
+        # The guard judges the un-normalised pass-1 evidence; a static window is decoded without
+        # re-weighting (an empty mask re-weights nothing) and keeps empty masks.
+        decision = self.guard.decide(agg1.raw, token_mask(seg1.masks), labels=seg1.labels)
+        lap("masks1_s")
+
+        # pass 2: branch-1 cross-attention re-weighted by the pass-1 masks; heads for the alignment
+        static_tokens = None
+        if decision.moving:
+            static_tokens = ~torch.as_tensor(token_mask(seg1.masks), device=self.device).reshape(n, -1)
+        dec2 = self._decode(enc, edges, hw, reweight_static=static_tokens, heads=True)
+        lap("pass2_s")
+
+        agg2 = aggregate_attention(dec2["attn1"], dec2["attn2"], edges, n)
+        # the encoder tokens are identical in both passes, so the clustering is too
+        seg2 = segment_dynamic(agg2.dynamic_map, feat, hw, labels=seg1.labels)
+        masks = self.guard.apply(seg2.masks, decision)
+        lap("masks2_s")
+
+        aligned = align_window(dec2["pts1"], dec2["conf1"], dec2["pts2"], dec2["conf2"], edges, n,
+                               niter=cfg.niter, lr=cfg.lr, lr_min=cfg.lr_min, schedule=cfg.schedule, flow=flow,
+                               device=self.device, min_conf_thr=cfg.pnp_conf_threshold)
+        lap("align_s")
+
+        colors = ((images.permute(0, 2, 3, 1).cpu().numpy() * 0.5 + 0.5).clip(0, 1) * 255).round().astype(np.uint8)
+        frames_out = []
+        for k in range(n):
+            crop = encoded[k].crop
+            keep = ~masks[k] & (aligned.conf[k] > cfg.static_conf_threshold)
+            frames_out.append(FrameResult(
+                index=k, stamp_ns=stamps[k], mask=masks[k], mask_camera=crop.mask_to_camera(masks[k]),
+                cam_to_world=aligned.poses_c2w[k].astype(np.float64),
+                intrinsics=aligned.intrinsics[k].astype(np.float64),
+                intrinsics_camera=crop.intrinsics_to_camera(aligned.intrinsics[k]),
+                depth=aligned.depths[k], confidence=aligned.conf[k],
+                static_points=aligned.pts3d[k][keep].astype(np.float32), static_colors=colors[k][keep]))
+        lap("outputs_s")
+        timings["total_s"] = sum(timings.values())
+
+        result = WindowResult(frames=frames_out, focal=float(aligned.focal), edges=edges, moving=decision.moving,
+                              motion_score=decision.score, timings=timings)
+        if cfg.keep_arrays:
+            result.arrays = self._arrays(images, feat, edges, (attn1_p1, attn2_p1), dec2, agg1, agg2, seg1, seg2,
+                                         aligned, masks)
+        if frame_ids is None:  # anonymous frames cannot be met again
+            for fid in ids:
+                self._encodings.pop(fid, None)
+        self._drop_stale_pairs()
+        return result
+
+    def _drop_stale_pairs(self) -> None:
+        """Drop pass-1 pair decodes that involve frames no longer cached."""
+        alive = set(self._encodings)
+        for key in [k for k in self._pass1 if k[0] not in alive or k[1] not in alive]:
+            del self._pass1[key]
+
+    @staticmethod
+    def _arrays(images, feat, edges, pass1_maps, dec2, agg1, agg2, seg1, seg2, aligned, masks) -> Dict[str, np.ndarray]:
+        """Fixture-named arrays (see the reference fixtures' README) for results.npz."""
+        n, _, h, w = images.shape
+        arrays = {
+            "input_imgs": images.cpu().numpy(), "true_shape": np.tile(np.int32([h, w]), (n, 1)),
+            "edges": edges.astype(np.int64), "encoder_feat": feat.cpu().numpy(),
+            "pass1_cross_atten_maps_k_view1": pass1_maps[0].cpu().numpy(),
+            "pass1_cross_atten_maps_k_view2": pass1_maps[1].cpu().numpy(),
+            "pass2_cross_atten_maps_k_view1": dec2["attn1"].cpu().numpy(),
+            "pass2_cross_atten_maps_k_view2": dec2["attn2"].cpu().numpy(),
+            "pass2_pred1_pts3d": dec2["pts1"].cpu().numpy(), "pass2_pred1_conf": dec2["conf1"].cpu().numpy(),
+            "pass2_pred2_pts3d_in_other_view": dec2["pts2"].cpu().numpy(),
+            "pass2_pred2_conf": dec2["conf2"].cpu().numpy(),
+            "conf": aligned.conf, "init_poses_c2w": aligned.init_poses_c2w,
+            "init_focals": np.full(n, aligned.init_focal, np.float32), "init_depths": aligned.init_depths,
+            "init_loss": np.float64(aligned.init_loss), "ga_loss_curve": aligned.loss_curve,
+            "final_loss": np.float64(aligned.final_loss), "poses_c2w": aligned.poses_c2w,
+            "focals": aligned.focals, "intrinsics": aligned.intrinsics, "depths": aligned.depths,
+            "dynamic_masks": masks,
+        }
+        arrays.update(agg1.as_numpy("pass1_"))
+        arrays.update(agg2.as_numpy("pass2_"))
+        arrays.update(seg1.as_numpy("pass1_"))
+        arrays.update(seg2.as_numpy("pass2_"))
+        return arrays
