@@ -18,12 +18,8 @@ from ..align.global_alignment import align_window
 from ..model.blocks import Reweighting
 from ..model.network import Dust3rNetwork
 from ..model.preprocess import CropInfo, preprocess_image
-from ..motion.aggregation import aggregate_attention
-from ..motion.guard import MotionGuard
-
-# Placeholder until calibrated on measured windows (see benchmarks/guard_calibration.py).
-DEFAULT_GUARD_THRESHOLD = 3.0
-from ..motion.segmentation import segment_dynamic, token_mask
+from ..motion.guard import LEVEL_THRESHOLD, MotionGuard
+from ..motion.masks import window_masks
 from .result import FrameResult, WindowResult
 from .scene_graph import make_edges
 
@@ -48,7 +44,8 @@ class WindowConfig:
     pnp_conf_threshold: float = 2.5
     static_conf_threshold: float = 3.0        # confidence above which static pixels become cloud points
     motion_guard: bool = False                # robot preset: empty masks when nothing moves
-    motion_guard_threshold: Optional[float] = None  # None: the guard's calibrated default
+    motion_guard_level: float = LEVEL_THRESHOLD   # evidence-level threshold (motion.guard)
+    motion_guard_contrast: Optional[float] = None  # sigma-contrast threshold; calibrate on real weights
     device: str = "auto"                      # "auto" -> cuda when available, else cpu
     precision: str = "fp32"                   # "fp32", or "bf16"/"fp16" autocast on CUDA
     pair_batch: int = 0                       # ordered pairs per decoder call; 0: 1 on CPU, 8 on CUDA
@@ -113,8 +110,9 @@ class WindowPipeline:
         self.device = resolve_device(config.device)
         self.network = network.to(self.device).eval()
         self.image_size = config.image_size or network.cfg.image_size
-        self.guard = MotionGuard(threshold=(config.motion_guard_threshold or DEFAULT_GUARD_THRESHOLD)
-                                 if config.motion_guard else None)
+        self.guard = MotionGuard(
+            level_threshold=config.motion_guard_level if config.motion_guard else None,
+            contrast_threshold=config.motion_guard_contrast if config.motion_guard else None)
         self._encodings: _LRU = _LRU(cache_frames)
         self._pass1: _LRU = _LRU(cache_frames * 20)
         self.stats = CacheStats()
@@ -215,26 +213,23 @@ class WindowPipeline:
         attn2_p1 = torch.stack([self._pass1[k][1] for k in keys])
         lap("pass1_s")
 
-        agg1 = aggregate_attention(attn1_p1, attn2_p1, edges, n)
         feat = enc.reshape(n, grid[0], grid[1], -1)
-        seg1 = segment_dynamic(agg1.dynamic_map, feat, hw, n_clusters=cfg.kmeans_clusters, kmeans=cfg.kmeans,
-                               device=self.device)
-        # The guard judges the un-normalised pass-1 evidence; a static window is decoded without
-        # re-weighting (an empty mask re-weights nothing) and keeps empty masks.
-        decision = self.guard.decide(agg1.raw, token_mask(seg1.masks), labels=seg1.labels)
+        masks1 = window_masks(attn1_p1, attn2_p1, edges, feat, hw, n_frames=n, n_clusters=cfg.kmeans_clusters,
+                              kmeans=cfg.kmeans, device=self.device, guard=self.guard, prefix="pass1_")
         lap("masks1_s")
 
-        # pass 2: branch-1 cross-attention re-weighted by the pass-1 masks; heads for the alignment
+        # pass 2: branch-1 cross-attention re-weighted by the pass-1 masks; heads for the alignment.
+        # A window the guard judges static has empty masks, which re-weight nothing.
         static_tokens = None
-        if decision.moving:
-            static_tokens = ~torch.as_tensor(token_mask(seg1.masks), device=self.device).reshape(n, -1)
+        if masks1.masks.any():
+            static_tokens = ~torch.as_tensor(masks1.token_masks, device=self.device).reshape(n, -1)
         dec2 = self._decode(enc, edges, hw, reweight_static=static_tokens, heads=True)
         lap("pass2_s")
 
-        agg2 = aggregate_attention(dec2["attn1"], dec2["attn2"], edges, n)
         # the encoder tokens are identical in both passes, so the clustering is too
-        seg2 = segment_dynamic(agg2.dynamic_map, feat, hw, labels=seg1.labels)
-        masks = self.guard.apply(seg2.masks, decision)
+        masks2 = window_masks(dec2["attn1"], dec2["attn2"], edges, None, hw, n_frames=n, labels=masks1.seg.labels,
+                              prefix="pass2_")
+        masks = masks2.masks if masks1.moving else np.zeros_like(masks2.masks)
         lap("masks2_s")
 
         aligned = align_window(dec2["pts1"], dec2["conf1"], dec2["pts2"], dec2["conf2"], edges, n,
@@ -257,10 +252,10 @@ class WindowPipeline:
         lap("outputs_s")
         timings["total_s"] = sum(timings.values())
 
-        result = WindowResult(frames=frames_out, focal=float(aligned.focal), edges=edges, moving=decision.moving,
-                              motion_score=decision.score, timings=timings)
+        result = WindowResult(frames=frames_out, focal=float(aligned.focal), edges=edges, moving=masks1.moving,
+                              motion_score=masks1.stats["evidence_level"], timings=timings)
         if cfg.keep_arrays:
-            result.arrays = self._arrays(images, feat, edges, (attn1_p1, attn2_p1), dec2, agg1, agg2, seg1, seg2,
+            result.arrays = self._arrays(images, feat, edges, (attn1_p1, attn2_p1), dec2, masks1, masks2,
                                          aligned, masks)
         if frame_ids is None:  # anonymous frames cannot be met again
             for fid in ids:
@@ -275,7 +270,7 @@ class WindowPipeline:
             del self._pass1[key]
 
     @staticmethod
-    def _arrays(images, feat, edges, pass1_maps, dec2, agg1, agg2, seg1, seg2, aligned, masks) -> Dict[str, np.ndarray]:
+    def _arrays(images, feat, edges, pass1_maps, dec2, masks1, masks2, aligned, masks) -> Dict[str, np.ndarray]:
         """Fixture-named arrays (see the reference fixtures' README) for results.npz."""
         n, _, h, w = images.shape
         arrays = {
@@ -295,8 +290,6 @@ class WindowPipeline:
             "focals": aligned.focals, "intrinsics": aligned.intrinsics, "depths": aligned.depths,
             "dynamic_masks": masks,
         }
-        arrays.update(agg1.as_numpy("pass1_"))
-        arrays.update(agg2.as_numpy("pass2_"))
-        arrays.update(seg1.as_numpy("pass1_"))
-        arrays.update(seg2.as_numpy("pass2_"))
+        arrays.update(masks1.arrays())
+        arrays.update(masks2.arrays())
         return arrays
