@@ -11,6 +11,7 @@ Errors are reported as one line (``easi3r: error: ...``) with exit status 2.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from pathlib import Path
@@ -66,7 +67,7 @@ def _add_run(sub) -> None:
 def _cmd_run(args) -> int:
     import torch
 
-    from .io.frames import open_frames
+    from .io.frames import check_same_size, open_frames
     from .model.checkpoint import load_checkpoint, random_network
     from .pipeline.offline import RANDOM_WEIGHTS_WARNING, describe, run_offline
     from .pipeline.window import WindowPipeline, preset_config
@@ -79,13 +80,14 @@ def _cmd_run(args) -> int:
                               max_frames=args.max_frames))
     if len(frames) < 3:
         raise CliError(f"{args.input}: {len(frames)} frame(s); Easi3R needs at least 3 frames in a window")
+    check_same_size(frames)  # before the (slow) model load
     config = preset_config(args.preset, image_size=args.image_size, device=args.device, precision=args.precision,
                            niter=args.niter, scene_graph=args.scene_graph, kmeans=args.kmeans, keep_arrays=True)
     device = "cuda" if args.device == "auto" and torch.cuda.is_available() else args.device
     device = "cpu" if device == "auto" else device
     if args.random_weights:
-        print(f"WARNING: {RANDOM_WEIGHTS_WARNING}", file=sys.stderr)
         network, model_string = random_network(args.random_weights, args.weights_seed, device=device)
+        print(f"WARNING: {RANDOM_WEIGHTS_WARNING}", file=sys.stderr)
         source = {"random_weights": True, "weights": {"recipe": "v1", "seed": args.weights_seed},
                   "warning": RANDOM_WEIGHTS_WARNING}
     else:
@@ -164,6 +166,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Optional[List[str]] = None) -> int:
+    # FFmpeg's own decoder messages would add lines to our one-line errors
+    os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
     parser = build_parser()
     args = parser.parse_args(argv)
     from .io.frames import InputError

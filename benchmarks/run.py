@@ -1,0 +1,34 @@
+"""All benchmarks, each writing its markdown report to benchmarks/results/.
+
+    python benchmarks/run.py [--quick]
+
+--quick runs the tiny models only (a check that the benchmarks work, not a measurement).
+"""
+import argparse
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import guard_calibration  # noqa: E402
+import network_pairs  # noqa: E402
+import window_stages  # noqa: E402
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true", help="tiny models, few iterations")
+    args = ap.parse_args(argv)
+    if args.quick:
+        tmp = Path("out/bench-quick")
+        network_pairs.main(["--models", "tiny-224-linear", "--pairs", "4", "--report", str(tmp / "network_pairs.md")])
+        window_stages.main(["--models", "tiny-224-linear", "--niter", "20", "--report", str(tmp / "window_stages.md")])
+        guard_calibration.main(["--seeds", "0", "--no-real", "--out", str(tmp / "guard_calibration.md")])
+        return
+    network_pairs.main([])
+    window_stages.main([])
+    guard_calibration.main([])
+
+
+if __name__ == "__main__":
+    main()

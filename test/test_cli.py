@@ -1,0 +1,131 @@
+"""The easi3r command line: help texts, one-line errors, outputs, and the fixture reproduced through it."""
+import json
+import shutil
+import subprocess
+import sys
+
+import cv2
+import numpy as np
+import pytest
+
+from easi3r_ros.cli import main
+from easi3r_ros.eval.scenes import make_window
+from easi3r_ros.io.writers import read_ply, read_tum
+from fixtures import load_fixture
+from test_pipeline import assert_matches_reference
+
+
+def run_cli(argv, capsys):
+    """(exit code, stdout, stderr) of the CLI run in-process."""
+    try:
+        code = main([str(a) for a in argv])
+    except SystemExit as exc:
+        code = exc.code
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+@pytest.mark.parametrize("argv", [[], ["run"], ["bag"], ["bag", "from-video"]])
+def test_help(argv, capsys):
+    code, out, _ = run_cli(argv + ["--help"], capsys)
+    assert code == 0 and "usage: easi3r" in out
+
+
+def test_console_script_help():
+    exe = shutil.which("easi3r", path=str(__import__("pathlib").Path(sys.executable).parent))
+    assert exe, "the easi3r console script is installed by the bootstrap"
+    out = subprocess.run([exe, "run", "--help"], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0 and "--random-weights" in out.stdout
+
+
+def write_frames(folder, frames):
+    folder.mkdir(parents=True, exist_ok=True)
+    for k, f in enumerate(frames):
+        cv2.imwrite(str(folder / f"f{k:03d}.png"), f[:, :, ::-1])
+    return folder
+
+
+@pytest.fixture(scope="module")
+def clip(tmp_path_factory):
+    frames = make_window(5, size=(180, 320), pan_px=3, object_px=8, seed=2).frames
+    return write_frames(tmp_path_factory.mktemp("clip") / "frames", frames)
+
+
+def test_run_writes_every_output(clip, tmp_path, capsys):
+    out = tmp_path / "out"
+    code, stdout, stderr = run_cli(["run", clip, "--random-weights", "tiny-224-linear", "--niter", "5",
+                                    "--out", out, "--quiet"], capsys)
+    assert code == 0, stderr
+    assert "RANDOM WEIGHTS" in stderr and "5 frames in 1 window" in stdout
+    masks = sorted((out / "masks").glob("*.png"))
+    assert [m.stem for m in masks] == [f"f{k:03d}" for k in range(5)]
+    assert cv2.imread(str(masks[0]), cv2.IMREAD_UNCHANGED).shape == (180, 320)
+    assert set(np.unique(cv2.imread(str(masks[0]), cv2.IMREAD_UNCHANGED))) <= {0, 255}
+    stamps, poses = read_tum(out / "poses_tum.txt")
+    assert len(stamps) == 5 and poses.shape == (5, 4, 4)
+    pts, cols = read_ply(out / "static_cloud.ply")
+    assert len(pts) == len(cols) and np.isfinite(pts).all()
+    cap = cv2.VideoCapture(str(out / "overlay.mp4"))
+    assert int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) == 5
+    assert len(list((out / "depth").glob("*.npy"))) == 5
+    intr = json.loads((out / "intrinsics.json").read_text())
+    assert len(intr["frames"]) == 5 and intr["random_weights"] is True and "meaningless" in intr["warning"]
+    with np.load(out / "results.npz") as z:
+        assert {"edges", "pass1_dynamic_masks", "pass2_dynamic_masks", "poses_c2w", "focals", "depths",
+                "pass2_cross_atten_maps_k_view1", "conf"} <= set(z.files)
+        assert json.loads(str(z["meta_json"]))["random_weights"] is True
+
+
+def test_run_reproduces_the_reference_fixture(tmp_path, capsys):
+    ref, meta, path = load_fixture("tiny_linear_vtest")
+    code, _, err = run_cli(["run", path / "frames", "--random-weights", meta["weights"]["model_str"],
+                            "--weights-seed", meta["weights"]["seed"], "--niter", "2", "--out", tmp_path, "--quiet"],
+                           capsys)
+    assert code == 0, err
+    with np.load(tmp_path / "results.npz") as z:
+        assert_matches_reference(ref, {k: z[k] for k in z.files})
+
+
+def one_line_error(result, words):
+    code, _, err = result
+    assert code == 2
+    lines = [line for line in err.strip().splitlines() if line]
+    assert len(lines) == 1 and lines[0].startswith("easi3r: error:") and words in lines[0], err
+
+
+def test_errors_are_one_clear_line(tmp_path, capsys):
+    base = ["--random-weights", "tiny-224-linear", "--out", tmp_path / "o"]
+    bad = tmp_path / "broken.mp4"
+    bad.write_bytes(b"not a video")
+    one_line_error(run_cli(["run", bad, *base], capsys), "broken.mp4")
+    (tmp_path / "empty").mkdir()
+    one_line_error(run_cli(["run", tmp_path / "empty", *base], capsys), "empty")
+    frames = make_window(4, size=(64, 96), seed=0).frames
+    write_frames(tmp_path / "two", frames[:2])
+    one_line_error(run_cli(["run", tmp_path / "two", *base], capsys), "at least 3 frames")
+    mixed = write_frames(tmp_path / "mixed", frames[:3])
+    cv2.imwrite(str(mixed / "f003.png"), np.zeros((50, 50, 3), np.uint8))
+    one_line_error(run_cli(["run", mixed, *base], capsys), "mixed sizes")
+    three = write_frames(tmp_path / "three", frames[:3])
+    one_line_error(run_cli(["run", three, "--checkpoint", tmp_path / "none.pth", "--out", tmp_path], capsys),
+                   "checkpoint not found")
+    one_line_error(run_cli(["run", three, "--random-weights", "huge-model", "--out", tmp_path], capsys),
+                   "unknown model 'huge-model'")
+
+
+def test_bag_from_video_and_run_on_the_bag(clip, tmp_path, capsys):
+    video = tmp_path / "clip.mp4"
+    writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"mp4v"), 5.0, (320, 180))
+    for f in make_window(4, size=(180, 320), pan_px=3, seed=4).frames:
+        writer.write(f[:, :, ::-1])
+    writer.release()
+    bag = tmp_path / "bag"
+    code, out, err = run_cli(["bag", "from-video", video, bag, "--topic", "/cam/image", "--start-time", "100"], capsys)
+    assert code == 0 and "wrote 4 messages" in out, err
+    one_line_error(run_cli(["run", bag, "--topic", "/other", "--random-weights", "tiny-224-linear", "--out",
+                             tmp_path / "o"], capsys), "/cam/image")
+    code, out, err = run_cli(["run", bag, "--topic", "/cam/image", "--random-weights", "tiny-224-linear", "--niter",
+                              "2", "--out", tmp_path / "o", "--quiet"], capsys)
+    assert code == 0, err
+    stamps, _ = read_tum(tmp_path / "o" / "poses_tum.txt")
+    np.testing.assert_array_equal(stamps, 100_000_000_000 + np.arange(4) * 200_000_000)  # ns, 5 fps
