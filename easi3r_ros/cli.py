@@ -94,15 +94,20 @@ def _cmd_run(args) -> int:
         network, info = load_checkpoint(args.checkpoint, allow_pickle=args.trust_checkpoint, device=device)
         model_string = info.model_string
         source = {"random_weights": False, "checkpoint": str(args.checkpoint)}
-    pipeline = WindowPipeline(network, config)
+    progress = None
+    if not args.quiet:
+        from functools import partial
+
+        from tqdm import tqdm
+        progress = partial(tqdm, leave=False, file=sys.stderr, unit="it")
+    pipeline = WindowPipeline(network, config, progress=progress)
     meta = {"input": str(args.input), "model_str": model_string, "preset": args.preset, "device": str(pipeline.device),
             "n_frames": len(frames), "window": args.window, "stride": args.stride, "fps": args.fps,
             "config": {k: v for k, v in vars(config).items()}, **source}
     print(f"easi3r: {len(frames)} frames from {args.input} on {pipeline.device}, model {model_string[:80]}...",
           file=sys.stderr)
     start = time.perf_counter()
-    summary = run_offline(frames, pipeline, args.out, meta, window=args.window, stride=args.stride,
-                          progress=None if args.quiet else "tqdm")
+    summary = run_offline(frames, pipeline, args.out, meta, window=args.window, stride=args.stride)
     print(f"easi3r: {describe(summary)}; wall {time.perf_counter() - start:.1f}s; wrote {args.out}/")
     if args.random_weights:
         print(f"WARNING: {RANDOM_WEIGHTS_WARNING}", file=sys.stderr)

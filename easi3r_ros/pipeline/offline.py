@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable, Dict, Iterable, List, Optional
+from typing import Dict, Iterable, List
 
 import numpy as np
 
@@ -82,7 +82,7 @@ class RunWriter:
 
 
 def run_offline(frames: Iterable[Frame], pipeline: WindowPipeline, out_dir: Path, meta: dict,
-                window: int = 0, stride: int = 0, progress: Optional[Callable] = None) -> RunSummary:
+                window: int = 0, stride: int = 0) -> RunSummary:
     """Process ``frames`` and write everything to ``out_dir``.
 
     ``window == 0`` processes all frames as one window (the reference's behaviour). Otherwise sliding
@@ -96,8 +96,7 @@ def run_offline(frames: Iterable[Frame], pipeline: WindowPipeline, out_dir: Path
     writer = RunWriter(out_dir, meta)
     if window and window < len(frames):
         from .stream import run_windows_offline  # the streaming scheduler and Sim(3) chaining
-        results, arrays, timings, n_windows = run_windows_offline(pipeline, frames, window, stride or window // 2,
-                                                                  progress=progress)
+        results, arrays, timings, n_windows = run_windows_offline(pipeline, frames, window, stride or window // 2)
     else:
         result = pipeline.run([f.rgb for f in frames], [f.stamp_ns for f in frames],
                               frame_ids=list(range(len(frames))))

@@ -6,10 +6,11 @@ window's masks and is recomputed per window.
 """
 from __future__ import annotations
 
+import contextlib
 import time
 from collections import OrderedDict
 from dataclasses import dataclass, field, replace
-from typing import Dict, Hashable, List, Optional, Sequence
+from typing import Any, Callable, Dict, Hashable, List, Optional, Sequence
 
 import numpy as np
 import torch
@@ -105,8 +106,11 @@ class CacheStats:
 class WindowPipeline:
     """Runs Easi3R on windows of frames with one network; reuses work between overlapping windows."""
 
-    def __init__(self, network: Dust3rNetwork, config: WindowConfig = WindowConfig(), cache_frames: int = 64):
+    def __init__(self, network: Dust3rNetwork, config: WindowConfig = WindowConfig(), cache_frames: int = 64,
+                 progress: Optional[Callable[..., Any]] = None):
+        """``progress``: a tqdm-like factory ``progress(total=, desc=)`` for progress bars (None: silent)."""
         self.config = config
+        self.progress = progress
         self.device = resolve_device(config.device)
         self.network = network.to(self.device).eval()
         self.image_size = config.image_size or network.cfg.image_size
@@ -148,12 +152,15 @@ class WindowPipeline:
             self._encodings.move_to_end(fid)
         return encoded
 
+    def _bar(self, total: int, desc: str):
+        return self.progress(total=total, desc=desc) if self.progress else contextlib.nullcontext()
+
     def _decode(self, enc: torch.Tensor, edges: np.ndarray, hw, *, reweight_static: Optional[torch.Tensor],
-                heads: bool):
+                heads: bool, desc: str):
         """Batched decode of the given ordered edges; returns per-edge tensors on the device."""
         out: Dict[str, List[torch.Tensor]] = {k: [] for k in ("attn1", "attn2", "pts1", "conf1", "pts2", "conf2")}
         bsz = self._pair_batch()
-        with torch.no_grad(), self._autocast():
+        with torch.no_grad(), self._autocast(), self._bar(len(edges), desc) as bar:
             for b in range(0, len(edges), bsz):
                 ii = torch.as_tensor(edges[b:b + bsz, 0], device=self.device)
                 jj = torch.as_tensor(edges[b:b + bsz, 1], device=self.device)
@@ -163,6 +170,8 @@ class WindowPipeline:
                     value = getattr(pred, k)
                     if value is not None:
                         out[k].append(value.float())
+                if bar is not None:
+                    bar.update(len(ii))
         return {k: torch.cat(v) for k, v in out.items() if v}
 
     # ------------------------------------------------------------------ the window
@@ -204,7 +213,7 @@ class WindowPipeline:
         keys = [(ids[i], ids[j]) for i, j in edges.tolist()]
         missing = np.array([e for e, key in zip(edges.tolist(), keys) if key not in self._pass1], dtype=np.int64).reshape(-1, 2)
         if len(missing):
-            dec = self._decode(enc, missing, hw, reweight_static=None, heads=False)
+            dec = self._decode(enc, missing, hw, reweight_static=None, heads=False, desc="pass 1 pairs")
             for (i, j), a1, a2 in zip(missing.tolist(), dec["attn1"], dec["attn2"]):
                 self._pass1.put((ids[i], ids[j]), (a1, a2))
         self.stats.pairs_decoded += len(missing)
@@ -223,7 +232,7 @@ class WindowPipeline:
         static_tokens = None
         if masks1.masks.any():
             static_tokens = ~torch.as_tensor(masks1.token_masks, device=self.device).reshape(n, -1)
-        dec2 = self._decode(enc, edges, hw, reweight_static=static_tokens, heads=True)
+        dec2 = self._decode(enc, edges, hw, reweight_static=static_tokens, heads=True, desc="pass 2 pairs")
         lap("pass2_s")
 
         # the encoder tokens are identical in both passes, so the clustering is too
