@@ -99,7 +99,9 @@ def test_window_outputs_are_consistent(tiny):
         assert f.mask_camera.shape == (240, 320)
         assert np.allclose(f.cam_to_world[3], [0, 0, 0, 1]) and np.isfinite(f.cam_to_world).all()
         np.testing.assert_allclose(f.cam_to_world[:3, :3] @ f.cam_to_world[:3, :3].T, np.eye(3), atol=1e-5)
-        assert f.intrinsics_camera[0, 0] == pytest.approx(f.intrinsics[0, 0] * 240 / 224)
+        # 320x240 -> resized 299x224 (short side 224), centre crop 224x224
+        assert f.intrinsics_camera[1, 1] == pytest.approx(f.intrinsics[1, 1] * 240 / 224)
+        assert f.intrinsics_camera[0, 0] == pytest.approx(f.intrinsics[0, 0] * 320 / 299)
         assert len(f.static_points) == len(f.static_colors) and np.isfinite(f.static_points).all()
         assert len(f.static_points) == int((~f.mask & (f.confidence > 3.0)).sum())
 

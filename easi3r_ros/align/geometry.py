@@ -1,0 +1,102 @@
+"""Small geometric helpers shared by the global aligner (spec §9). Pure torch, batched, no ROS.
+
+Conventions: poses are camera-to-world 4x4 matrices; camera optical frame (x right, y down,
+z forward); pixel (u, v) at integer coordinates u = 0..W-1, v = 0..H-1 (no +0.5 offset);
+principal point (W/2, H/2).
+"""
+from __future__ import annotations
+
+import numpy as np
+import roma
+import torch
+
+
+def as_tensor(x, device=None, dtype=torch.float32) -> torch.Tensor:
+    """numpy / torch / sequence -> tensor on `device` with `dtype` (no copy when already there)."""
+    if isinstance(x, torch.Tensor):
+        return x.to(device=device if device is not None else x.device, dtype=dtype)
+    return torch.as_tensor(np.asarray(x), dtype=dtype, device=device)
+
+
+def signed_log1p(x: torch.Tensor) -> torch.Tensor:
+    """sign(x)·log(1 + |x|): the storage transform of translations."""
+    return torch.sign(x) * torch.log1p(torch.abs(x))
+
+
+def signed_expm1(x: torch.Tensor) -> torch.Tensor:
+    """Inverse of :func:`signed_log1p`: sign(x)·(exp(|x|) − 1)."""
+    return torch.sign(x) * torch.expm1(torch.abs(x))
+
+
+def pose_params_to_matrix(params: torch.Tensor) -> torch.Tensor:
+    """(..., >=7) [quat XYZW (any norm), signed_log1p(T)] -> (..., 4, 4) rigid transform.
+
+    The quaternion is normalised on use; extra trailing entries (edge log-scale) are ignored.
+    """
+    quat = params[..., :4]
+    quat = quat / quat.norm(dim=-1, keepdim=True)
+    rot = roma.unitquat_to_rotmat(quat)
+    trans = signed_expm1(params[..., 4:7])
+    out = torch.zeros(params.shape[:-1] + (4, 4), dtype=params.dtype, device=params.device)
+    out[..., :3, :3] = rot
+    out[..., :3, 3] = trans
+    out[..., 3, 3] = 1
+    return out
+
+
+def rigid_to_params(rot: torch.Tensor, trans: torch.Tensor, scale=None) -> torch.Tensor:
+    """Rotation (3,3) + translation (3,) [+ scale] -> storage vector.
+
+    7-vector [quat XYZW, signed_log1p(T)] or, with a scale, the edge 8-vector
+    [quat, signed_log1p(T / s), log s] (the translation is stored divided by the scale).
+    """
+    quat = roma.rotmat_to_unitquat(rot)
+    if scale is None:
+        return torch.cat([quat, signed_log1p(trans)])
+    s = torch.as_tensor(scale, dtype=rot.dtype, device=rot.device).reshape(())
+    return torch.cat([quat, signed_log1p(trans / s), torch.log(s).reshape(1)])
+
+
+def pixel_grid(height: int, width: int, device=None, dtype=torch.float32) -> torch.Tensor:
+    """(H, W, 2) integer pixel coordinates (u, v) as floats."""
+    v, u = torch.meshgrid(torch.arange(height, device=device, dtype=dtype),
+                          torch.arange(width, device=device, dtype=dtype), indexing="ij")
+    return torch.stack([u, v], dim=-1)
+
+
+def geotrf(trf: torch.Tensor, pts: torch.Tensor) -> torch.Tensor:
+    """Apply (..., 4, 4) transforms to (..., M, 3) points (batch dims broadcast)."""
+    return pts @ trf[..., :3, :3].transpose(-1, -2) + trf[..., None, :3, 3]
+
+
+def inverse_rigid(trf: torch.Tensor) -> torch.Tensor:
+    """Inverse of (..., 4, 4) rigid transforms (rotation block orthonormal)."""
+    rot_t = trf[..., :3, :3].transpose(-1, -2)
+    out = torch.zeros_like(trf)
+    out[..., :3, :3] = rot_t
+    out[..., :3, 3] = -(rot_t @ trf[..., :3, 3:4])[..., 0]
+    out[..., 3, 3] = 1
+    return out
+
+
+def depth_to_cam_points(depth: torch.Tensor, focal: torch.Tensor, pp: torch.Tensor,
+                        grid: torch.Tensor) -> torch.Tensor:
+    """Back-project depth (..., M) at pixels grid (M, 2) -> camera points (..., M, 3).
+
+    X = ((u − cx)·d/f, (v − cy)·d/f, d); focal broadcastable to depth's batch dims (shape (...,) or scalar).
+    """
+    f = torch.as_tensor(focal, dtype=depth.dtype, device=depth.device)
+    f = f.reshape(f.shape + (1,) * (depth.dim() - f.dim())) if f.dim() else f
+    d = depth.unsqueeze(-1)
+    xy = d * (grid - pp) / (f.unsqueeze(-1) if f.dim() else f)
+    return torch.cat([xy, d], dim=-1)
+
+
+def intrinsics_matrix(focal, height: int, width: int, n: int = 1) -> np.ndarray:
+    """(n, 3, 3) float32 K with the focal on the diagonal and the principal point (W/2, H/2)."""
+    k = np.zeros((n, 3, 3), np.float32)
+    k[:, 0, 0] = k[:, 1, 1] = np.asarray(focal, np.float32)
+    k[:, 0, 2] = width / 2
+    k[:, 1, 2] = height / 2
+    k[:, 2, 2] = 1
+    return k

@@ -1,0 +1,317 @@
+"""Global alignment of the pairwise pointmaps of one window (spec §9).
+
+Variables: per frame a log-depth map and a camera-to-world pose [quat XYZW, signed_log1p(T)], one
+shared focal f = exp(φ/20) (principal point fixed at (W/2, H/2)), per edge a similarity
+[quat, signed_log1p(T/s), log s] whose scales are renormalised to geometric mean 0.5.
+
+Loss = Σ_e Σ_pix log C_i^e·‖X_i − S_e(P_i^e)‖ / Σ_e HW + the same for view j
+(+ optional weighted flow term, see :mod:`.flow`). Adam(betas 0.9, 0.9), lr linear from `lr` to
+`lr_min`, full batch. Everything is vectorised over edges and pixels.
+
+The core imports no ROS.
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Dict, List, Optional, Tuple, Union
+
+import numpy as np
+import torch
+
+from .clean import clean_confidence
+from .flow import FlowConfig, FusedFlowLoss, flow_loss
+from .geometry import (as_tensor, depth_to_cam_points, geotrf, intrinsics_matrix, pixel_grid,
+                       pose_params_to_matrix)
+from .init import BASE_SCALE, InitParams, MSTResult, init_from_mst, mst_init
+from .loss import PairwiseLoss
+
+ArrayLike = Union[np.ndarray, torch.Tensor]
+FOCAL_BREAK = 20.0
+
+
+@dataclass
+class AlignmentResult:
+    """Result of aligning one window (numpy, float32 unless noted)."""
+    poses_c2w: np.ndarray          # (N, 4, 4) camera-to-world
+    focal: float                   # shared focal (px)
+    focals: np.ndarray             # (N,) the shared focal repeated
+    intrinsics: np.ndarray         # (N, 3, 3)
+    depths: np.ndarray             # (N, H, W) z-depth
+    conf: np.ndarray               # (N, H, W) max over the frame's edges of the pairwise confidences
+    pts3d: np.ndarray              # (N, H, W, 3) world points
+    edge_poses: np.ndarray         # (E, 4, 4) edge similarities (scale included) camera-i -> world
+    init_poses_c2w: np.ndarray     # (N, 4, 4) after the MST initialisation
+    init_focal: float
+    init_depths: np.ndarray        # (N, H, W)
+    init_loss: float
+    loss_curve: np.ndarray         # (niter, 2) float64: [loss before the step, lr]
+    final_loss: float              # loss_curve[-1, 0] (or init_loss when niter == 0)
+    flow_active: np.ndarray = field(default_factory=lambda: np.zeros(0, bool))  # (niter,) flow term used
+    conf_clean: Optional[np.ndarray] = None  # (N, H, W) conf with occluding low-confidence pixels zeroed
+    mst_tree_edges: List[Tuple[int, int]] = field(default_factory=list)
+    mst_pnp_frames: List[int] = field(default_factory=list)
+    timings: Dict[str, float] = field(default_factory=dict)
+
+
+def frame_confidence(conf_i: torch.Tensor, conf_j: torch.Tensor, ei: torch.Tensor, ej: torch.Tensor,
+                     n_frames: int) -> torch.Tensor:
+    """(N, H, W) per-frame confidence: max over edges of C_i where the frame is view i, C_j where j."""
+    out = torch.zeros((n_frames,) + tuple(conf_i.shape[1:]), dtype=conf_i.dtype, device=conf_i.device)
+    idx = torch.cat([ei, ej])
+    vals = torch.cat([conf_i, conf_j])
+    # confidences are >= 1 (1 + exp), so a zero start is neutral for max
+    for n in range(n_frames):
+        sel = vals[idx == n]
+        if len(sel):
+            out[n] = sel.amax(dim=0)
+    return out
+
+
+def linear_lr(t: float, lr: float, lr_min: float) -> float:
+    return (1.0 - t) * lr + t * lr_min
+
+
+def cosine_lr(t: float, lr: float, lr_min: float) -> float:
+    return lr_min + (lr - lr_min) * (1.0 + math.cos(t * math.pi)) / 2.0
+
+
+def _flow_config(flow, n_frames: int, device) -> Optional[FlowConfig]:
+    if flow is None:
+        return None
+    if isinstance(flow, FlowConfig):
+        cfg = flow
+    else:
+        flow = dict(flow)
+        if "static_masks" in flow:
+            static = as_tensor(flow.pop("static_masks"), device, torch.bool)
+        elif "dynamic_masks" in flow:
+            static = ~as_tensor(flow.pop("dynamic_masks"), device, torch.bool)
+        else:  # no masks: every pixel counts as static
+            shape = np.shape(flow["flow_ij"])
+            static = torch.ones((n_frames, shape[-2], shape[-1]), dtype=torch.bool, device=device)
+        cfg = FlowConfig(flow_ij=flow.pop("flow_ij"), flow_ji=flow.pop("flow_ji"), static_masks=static, **flow)
+    cfg.flow_ij = as_tensor(cfg.flow_ij, device)
+    cfg.flow_ji = as_tensor(cfg.flow_ji, device)
+    cfg.static_masks = as_tensor(cfg.static_masks, device, torch.bool)
+    return cfg
+
+
+class GlobalAligner:
+    """Holds the pairwise predictions of one window and the optimisation variables.
+
+    pred*_pts (E, H, W, 3), pred*_conf (E, H, W), edges (E, 2) ordered (i, j): P_i = head-1 points
+    of frame i, P_j = head-2 points of frame j, both in camera i.
+    """
+
+    def __init__(self, pred1_pts: ArrayLike, pred1_conf: ArrayLike, pred2_pts: ArrayLike,
+                 pred2_conf: ArrayLike, edges, n_frames: int, flow=None, device="cpu",
+                 min_conf_thr: float = 2.5, niter_pnp: int = 10, base_scale: float = BASE_SCALE):
+        self.device = torch.device(device)
+        self.pred_i = as_tensor(pred1_pts, self.device)
+        self.pred_j = as_tensor(pred2_pts, self.device)
+        self.conf_i = as_tensor(pred1_conf, self.device)
+        self.conf_j = as_tensor(pred2_conf, self.device)
+        self.edges = [(int(i), int(j)) for i, j in np.asarray(edges).reshape(-1, 2)]
+        self.n_frames = int(n_frames)
+        self.n_edges, self.height, self.width = self.conf_i.shape
+        self.ei = torch.tensor([i for i, _ in self.edges], device=self.device)
+        self.ej = torch.tensor([j for _, j in self.edges], device=self.device)
+        self.min_conf_thr = min_conf_thr
+        self.niter_pnp = niter_pnp
+        self.base_scale = base_scale
+        self.flow = _flow_config(flow, self.n_frames, self.device)
+
+        hw = self.height * self.width
+        self.conf = frame_confidence(self.conf_i, self.conf_j, self.ei, self.ej, self.n_frames)
+        self.weight_i = self.conf_i.log().reshape(self.n_edges, hw)
+        self.weight_j = self.conf_j.log().reshape(self.n_edges, hw)
+        self.flat_i = self.pred_i.reshape(self.n_edges, hw, 3)
+        self.flat_j = self.pred_j.reshape(self.n_edges, hw, 3)
+        self.total_area = float(self.n_edges * hw)
+        self.grid = pixel_grid(self.height, self.width, device=self.device)
+        self.flat_grid = self.grid.reshape(-1, 2)
+        self.fused_flow = (FusedFlowLoss(self.flow, self.ei, self.ej, self.height, self.width)
+                           if self.flow is not None else None)
+        self.pairwise = PairwiseLoss(self.flat_i, self.flat_j, self.weight_i, self.weight_j, self.ei, self.ej)
+        self.pp = torch.tensor([self.width / 2, self.height / 2], device=self.device)
+        self.cf_offsets = (self.flat_grid - self.pp).t().contiguous()
+
+        # optimisation variables (storage form)
+        self.log_depths = torch.zeros((self.n_frames, hw), device=self.device)
+        self.pose_params = torch.zeros((self.n_frames, 7), device=self.device)
+        self.pose_params[:, 3] = 1
+        self.focal_param = torch.full((1,), FOCAL_BREAK * math.log(max(self.height, self.width)),
+                                      device=self.device)
+        self.edge_params = torch.zeros((self.n_edges, 8), device=self.device)
+        self.edge_params[:, 3] = 1
+        self.mst: Optional[MSTResult] = None
+
+    # ---------------------------------------------------------------- variables
+    def parameters(self) -> List[torch.Tensor]:
+        return [self.log_depths, self.pose_params, self.focal_param, self.edge_params]
+
+    def focal(self) -> torch.Tensor:
+        return (self.focal_param / FOCAL_BREAK).exp()[0]
+
+    def poses(self) -> torch.Tensor:
+        return pose_params_to_matrix(self.pose_params)
+
+    def depths(self) -> torch.Tensor:
+        return self.log_depths.exp()
+
+    def edge_scales(self) -> torch.Tensor:
+        log_s = self.edge_params[:, 7]
+        return log_s.exp() * torch.exp(math.log(self.base_scale) - log_s.mean())
+
+    def edge_poses(self) -> torch.Tensor:
+        """(E, 4, 4) similarities camera-i -> world; the scale multiplies rotation and translation."""
+        rt = pose_params_to_matrix(self.edge_params)
+        scale = self.edge_scales()
+        top = rt[:, :3, :] * scale[:, None, None]
+        return torch.cat([top, rt[:, 3:, :]], dim=1)
+
+    def world_points(self) -> torch.Tensor:
+        """(N, H*W, 3) world points of every frame."""
+        cam = depth_to_cam_points(self.depths(), self.focal(), self.pp, self.flat_grid)
+        return geotrf(self.poses(), cam)
+
+    # ---------------------------------------------------------------- init
+    @torch.no_grad()
+    def init_mst(self, stale_focal: bool = True, focal_mode: str = "mean") -> InitParams:
+        mst = mst_init(self.pred_i, self.pred_j, self.conf_i, self.conf_j, self.edges, self.n_frames,
+                       self.conf, self.min_conf_thr, self.niter_pnp, stale_focal=stale_focal)
+        params = init_from_mst(mst, self.pred_i, self.conf_i, self.edges, focal_mode=focal_mode)
+        self.log_depths.copy_(params.log_depths)
+        self.pose_params.copy_(params.pose_params)
+        self.edge_params.copy_(params.edge_params)
+        self.focal_param.fill_(FOCAL_BREAK * math.log(params.focal))
+        self.mst = mst
+        return params
+
+    # ---------------------------------------------------------------- loss
+    def flow_active(self, iteration: Optional[int], niter: int) -> bool:
+        if self.flow is None or self.flow.weight <= 0:
+            return False
+        return iteration is None or iteration >= self.flow.start_fraction * niter
+
+    def world_points_cf(self) -> torch.Tensor:
+        """(N, 3, H*W) world points, channel-first."""
+        d = self.depths().unsqueeze(1)                                        # (N, 1, HW)
+        cam = torch.cat([d * (self.cf_offsets / self.focal()), d], dim=1)   # (N, 3, HW)
+        pose = self.poses()
+        return torch.baddbmm(pose[:, :3, 3:], pose[:, :3, :3], cam)
+
+    def alignment_loss(self) -> torch.Tensor:
+        """Confidence-weighted pairwise loss (fused forward/backward, see :mod:`.loss`)."""
+        li, lj = self.pairwise(self.world_points_cf(), self.edge_poses()[:, :3, :])
+        return (li + lj) / self.total_area
+
+    def alignment_loss_autograd(self) -> torch.Tensor:
+        """Plain-autograd version of :meth:`alignment_loss` (slower; kept as a check)."""
+        proj = self.world_points()
+        pw = self.edge_poses()
+        aligned_i = geotrf(pw, self.flat_i)
+        aligned_j = geotrf(pw, self.flat_j)
+        li = ((proj[self.ei] - aligned_i).norm(dim=-1) * self.weight_i).sum() / self.total_area
+        lj = ((proj[self.ej] - aligned_j).norm(dim=-1) * self.weight_j).sum() / self.total_area
+        return li + lj
+
+    def flow_term(self) -> torch.Tensor:
+        """Unweighted flow loss (fused forward/backward)."""
+        return self.fused_flow(self.depths(), self.poses(), self.focal())
+
+    def flow_term_autograd(self) -> torch.Tensor:
+        """Plain-autograd version of :meth:`flow_term` (slower; kept as a check)."""
+        depths = self.depths().reshape(self.n_frames, self.height, self.width)
+        return flow_loss(depths, self.poses(), self.focal(), self.pp, self.ei, self.ej, self.flow, self.grid)
+
+    def loss(self, iteration: Optional[int] = None, niter: int = 300) -> Tuple[torch.Tensor, bool]:
+        """Objective at `iteration` (None: as after init, flow term included when configured).
+
+        Returns (loss, whether the flow term was used).
+        """
+        loss = self.alignment_loss()
+        used = False
+        if self.flow_active(iteration, niter):
+            fl = self.flow_term()
+            if not (self.flow.gate > 0 and fl.item() > self.flow.gate):
+                loss = loss + self.flow.weight * fl
+                used = True
+        return loss, used
+
+    # ---------------------------------------------------------------- optimise
+    def optimize(self, niter: int = 300, lr: float = 0.01, lr_min: float = 1e-3,
+                 schedule: str = "linear", callback=None) -> Tuple[np.ndarray, np.ndarray]:
+        params = self.parameters()
+        for p in params:
+            p.requires_grad_(True)
+        opt = torch.optim.Adam(params, lr=lr, betas=(0.9, 0.9))
+        sched = {"linear": linear_lr, "cosine": cosine_lr}[schedule]
+        curve = np.zeros((niter, 2), np.float64)
+        used = np.zeros(niter, bool)
+        for it in range(niter):
+            cur_lr = sched(it / niter, lr, lr_min)
+            for g in opt.param_groups:
+                g["lr"] = cur_lr
+            opt.zero_grad(set_to_none=True)
+            loss, used[it] = self.loss(it, niter)
+            loss.backward()
+            opt.step()
+            curve[it] = float(loss.detach()), cur_lr
+            if callback is not None:
+                callback(it, curve[it, 0])
+        for p in params:
+            p.requires_grad_(False)
+        return curve, used
+
+    # ---------------------------------------------------------------- outputs
+    @torch.no_grad()
+    def snapshot(self) -> Dict[str, np.ndarray]:
+        n, h, w = self.n_frames, self.height, self.width
+        f = float(self.focal())
+        return dict(poses_c2w=self.poses().cpu().numpy(), focal=f,
+                    depths=self.depths().reshape(n, h, w).cpu().numpy(),
+                    pts3d=self.world_points().reshape(n, h, w, 3).cpu().numpy(),
+                    edge_poses=self.edge_poses().cpu().numpy())
+
+    def run(self, niter: int = 300, lr: float = 0.01, lr_min: float = 1e-3, schedule: str = "linear",
+            stale_focal: bool = True, clean: bool = True) -> AlignmentResult:
+        """MST initialisation, `niter` Adam steps, outputs (and the cleaned confidence when `clean`)."""
+        t0 = time.perf_counter()
+        self.init_mst(stale_focal=stale_focal)
+        with torch.no_grad():
+            init_loss = float(self.loss(None, niter)[0])
+        init = self.snapshot()
+        t1 = time.perf_counter()
+        curve, used = self.optimize(niter, lr, lr_min, schedule)
+        t2 = time.perf_counter()
+        out = self.snapshot()
+        n = self.n_frames
+        conf = self.conf.cpu().numpy()
+        conf_clean = clean_confidence(conf, out["poses_c2w"], out["depths"], out["focal"]) if clean else None
+        t3 = time.perf_counter()
+        return AlignmentResult(
+            poses_c2w=out["poses_c2w"], focal=out["focal"], focals=np.full(n, out["focal"], np.float32),
+            intrinsics=intrinsics_matrix(out["focal"], self.height, self.width, n), depths=out["depths"],
+            conf=conf, pts3d=out["pts3d"], edge_poses=out["edge_poses"],
+            init_poses_c2w=init["poses_c2w"], init_focal=init["focal"], init_depths=init["depths"],
+            init_loss=init_loss, loss_curve=curve, final_loss=float(curve[-1, 0]) if niter else init_loss,
+            flow_active=used, conf_clean=conf_clean, mst_tree_edges=list(self.mst.tree_edges),
+            mst_pnp_frames=list(self.mst.pnp_frames),
+            timings={"init_s": t1 - t0, "optimize_s": t2 - t1, "clean_s": t3 - t2})
+
+
+def align_window(pred1_pts: ArrayLike, pred1_conf: ArrayLike, pred2_pts: ArrayLike, pred2_conf: ArrayLike,
+                 edges, n_frames: int, niter: int = 300, lr: float = 0.01, lr_min: float = 1e-3,
+                 flow: Optional[dict] = None, device="cpu", schedule: str = "linear",
+                 min_conf_thr: float = 2.5, niter_pnp: int = 10, clean: bool = True) -> AlignmentResult:
+    """MST initialisation + Adam optimisation of one window's pairwise pointmaps (spec §9).
+
+    flow: None or a dict with `flow_ij`, `flow_ji` (E, 2, H, W), `static_masks` (N, H, W) bool (or
+    `dynamic_masks`, negated), optional `weight` (0.01), `start_fraction` (0.1), `gate` (25).
+    """
+    aligner = GlobalAligner(pred1_pts, pred1_conf, pred2_pts, pred2_conf, edges, n_frames, flow=flow,
+                            device=device, min_conf_thr=min_conf_thr, niter_pnp=niter_pnp)
+    return aligner.run(niter=niter, lr=lr, lr_min=lr_min, schedule=schedule, clean=clean)

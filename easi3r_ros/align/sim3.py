@@ -1,0 +1,260 @@
+"""Sim(3) tools: chaining windows into one trajectory, and trajectory metrics (spec §10, §11).
+
+Monocular reconstructions fix their scale freely, so every window lives in its own similarity frame.
+Consecutive windows share frames; the similarity that maps the new window's world onto the running
+trajectory is estimated from those overlapping cameras, and applied to all of the new window's poses
+(rotation and position; the camera frames stay rigid, depths scale with s).
+
+Metrics follow the `evo` package: ATE = RMSE of camera positions after a Umeyama Sim(3) (or SE(3))
+alignment of the estimate onto the ground truth; RPE with delta 1 frame on the relative motions,
+translation part (norm) and rotation angle (degrees).
+
+All computations in float64 numpy; weighted Umeyama through `roma`.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Dict, Hashable, List, Optional, Sequence, Tuple
+
+import numpy as np
+import roma
+import torch
+
+
+# ------------------------------------------------------------------------------------ basics
+def sim3_matrix(scale: float, rot: np.ndarray, trans: np.ndarray) -> np.ndarray:
+    """4x4 similarity x ↦ s·R·x + t."""
+    out = np.eye(4)
+    out[:3, :3] = float(scale) * np.asarray(rot, np.float64)
+    out[:3, 3] = np.asarray(trans, np.float64).reshape(3)
+    return out
+
+
+def sim3_decompose(sim: np.ndarray) -> Tuple[float, np.ndarray, np.ndarray]:
+    """(s, R, t) of a 4x4 similarity with positive scale."""
+    sim = np.asarray(sim, np.float64)
+    scale = float(np.cbrt(np.linalg.det(sim[:3, :3])))
+    return scale, sim[:3, :3] / scale, sim[:3, 3].copy()
+
+
+def sim3_inverse(sim: np.ndarray) -> np.ndarray:
+    s, r, t = sim3_decompose(sim)
+    return sim3_matrix(1.0 / s, r.T, -(r.T @ t) / s)
+
+
+def apply_sim3_to_poses(sim: np.ndarray, poses_c2w: np.ndarray) -> np.ndarray:
+    """Camera-to-world poses (..., 4, 4) re-expressed in the frame `sim` maps into.
+
+    R' = R_s·R, c' = s·R_s·c + t: the result stays rigid (camera frames are not scaled).
+    """
+    s, r, t = sim3_decompose(sim)
+    poses = np.asarray(poses_c2w, np.float64)
+    out = np.array(poses, copy=True)
+    out[..., :3, :3] = r @ poses[..., :3, :3]
+    out[..., :3, 3] = s * poses[..., :3, 3] @ r.T + t
+    return out
+
+
+def apply_sim3_to_points(sim: np.ndarray, pts: np.ndarray) -> np.ndarray:
+    pts = np.asarray(pts, np.float64)
+    return pts @ sim[:3, :3].T + sim[:3, 3]
+
+
+def umeyama(src: np.ndarray, dst: np.ndarray, weights: Optional[np.ndarray] = None,
+            with_scale: bool = True) -> Tuple[float, np.ndarray, np.ndarray]:
+    """Weighted Umeyama: (s, R, t) minimising Σ w‖s·R·src + t − dst‖² (s = 1 without scale).
+
+    src, dst (M, 3); weights (M,) non-negative or None (uniform). Needs ≥ 3 non-collinear points
+    for a unique rotation.
+    """
+    x = torch.as_tensor(np.asarray(src, np.float64).reshape(-1, 3))
+    y = torch.as_tensor(np.asarray(dst, np.float64).reshape(-1, 3))
+    w = None if weights is None else torch.as_tensor(np.asarray(weights, np.float64).reshape(-1))
+    if with_scale:
+        rot, trans, scale = roma.rigid_points_registration(x, y, weights=w, compute_scaling=True)
+        return float(scale), rot.numpy(), trans.numpy()
+    rot, trans = roma.rigid_points_registration(x, y, weights=w, compute_scaling=False)
+    return 1.0, rot.numpy(), trans.numpy()
+
+
+def project_to_so3(m: np.ndarray) -> np.ndarray:
+    """Closest rotation (Frobenius) to a 3x3 matrix."""
+    u, _, vt = np.linalg.svd(m)
+    d = np.sign(np.linalg.det(u @ vt)) or 1.0
+    return u @ np.diag([1.0, 1.0, d]) @ vt
+
+
+def rotation_angle_deg(rot: np.ndarray) -> np.ndarray:
+    """Rotation angle(s) in degrees of (..., 3, 3) rotation matrices (robust near 0 and 180°)."""
+    rot = np.asarray(rot, np.float64)
+    cos = (np.trace(rot, axis1=-2, axis2=-1) - 1.0) / 2.0
+    skew = np.stack([rot[..., 2, 1] - rot[..., 1, 2], rot[..., 0, 2] - rot[..., 2, 0],
+                     rot[..., 1, 0] - rot[..., 0, 1]], axis=-1)
+    sin = np.linalg.norm(skew, axis=-1) / 2.0
+    return np.degrees(np.arctan2(sin, cos))
+
+
+# ------------------------------------------------------------------------------------ chaining
+@dataclass
+class ChainLink:
+    """How a window was attached: `sim` maps the window's world onto the trajectory's world."""
+    sim: np.ndarray          # (4, 4) s·R | t
+    scale: float
+    rot: np.ndarray          # (3, 3)
+    trans: np.ndarray        # (3,)
+    residual: float          # RMS camera-centre error on the overlap after alignment (trajectory units)
+    rot_residual_deg: float  # RMS rotation error on the overlap after alignment
+    overlap: int
+    method: str
+
+
+def estimate_window_sim3(anchor_poses: np.ndarray, new_poses: np.ndarray, weights: Optional[np.ndarray] = None,
+                         method: str = "rotations") -> ChainLink:
+    """Similarity S with S ∘ new_pose_k ≈ anchor_pose_k over the overlapping frames k.
+
+    anchor_poses, new_poses (M, 4, 4) camera-to-world, the same frames in the trajectory's and in
+    the new window's world. Methods:
+      - "rotations" (default): rotation = weighted chordal mean of R_anchor·R_newᵀ, then scale and
+        translation by weighted least squares on the centres (works from 2 overlapping frames; with
+        1 frame s = 1). Camera orientations pin the rotation far better than a few nearly collinear
+        centres (a short overlap of a forward-moving camera);
+      - "umeyama": weighted Umeyama with scale on the camera centres only (needs ≥ 3 non-collinear
+        centres; ill-conditioned for short, straight overlaps);
+      - "auto": "umeyama" when ≥ 4 centres span a plane well (second covariance eigenvalue ≥ 5 % of
+        the first), else "rotations".
+    """
+    a = np.asarray(anchor_poses, np.float64).reshape(-1, 4, 4)
+    b = np.asarray(new_poses, np.float64).reshape(-1, 4, 4)
+    if len(a) != len(b) or len(a) == 0:
+        raise ValueError("need the same, non-zero number of overlapping poses in both windows")
+    m = len(a)
+    w = np.ones(m) if weights is None else np.asarray(weights, np.float64).reshape(m)
+    if not (np.all(w >= 0) and w.sum() > 0):
+        raise ValueError("weights must be non-negative and not all zero")
+    ca, cb = a[:, :3, 3], b[:, :3, 3]
+    if method == "auto":
+        method = "umeyama" if _well_spread(cb, w) else "rotations"
+    if method == "umeyama":
+        s, r, t = umeyama(cb, ca, w, with_scale=True)
+    elif method == "rotations":
+        r = project_to_so3(np.einsum("k,kij,klj->il", w, a[:, :3, :3], b[:, :3, :3]))
+        wn = w / w.sum()
+        ma, mb = wn @ ca, wn @ cb
+        da, db = ca - ma, (cb - mb) @ r.T
+        denom = float(wn @ (db * db).sum(1))
+        s = float(wn @ (da * db).sum(1)) / denom if denom > 1e-18 else 1.0
+        if not np.isfinite(s) or s <= 0:
+            s = 1.0
+        t = ma - s * r @ mb
+    else:
+        raise ValueError(f"unknown method {method!r}")
+    sim = sim3_matrix(s, r, t)
+    moved = apply_sim3_to_poses(sim, b)
+    wn = w / w.sum()
+    res = float(np.sqrt(wn @ ((moved[:, :3, 3] - ca) ** 2).sum(1)))
+    rres = float(np.sqrt(wn @ rotation_angle_deg(np.einsum("kji,kjl->kil", moved[:, :3, :3], a[:, :3, :3])) ** 2))
+    return ChainLink(sim, float(s), r, np.asarray(t, np.float64), res, rres, m, method)
+
+
+def _well_spread(pts: np.ndarray, w: np.ndarray, ratio: float = 0.05) -> bool:
+    """True when ≥ 4 points whose weighted covariance has a second eigenvalue ≥ ratio·the first."""
+    if len(pts) < 4:
+        return False
+    wn = w / w.sum()
+    d = pts - wn @ pts
+    ev = np.linalg.eigvalsh((d * wn[:, None]).T @ d)
+    return bool(ev[-1] > 0 and ev[-2] >= ratio * ev[-1])
+
+
+class TrajectoryChain:
+    """A running camera trajectory built from overlapping windows, each in its own Sim(3) frame.
+
+    The first window defines the trajectory frame. Each later window is attached with the similarity
+    estimated on the frames it shares with the trajectory; frames already in the trajectory keep their
+    pose unless `update_existing` (then the newest estimate replaces them).
+    """
+
+    def __init__(self, method: str = "rotations", update_existing: bool = False):
+        self.method = method
+        self.update_existing = update_existing
+        self.poses: Dict[Hashable, np.ndarray] = {}
+        self.order: List[Hashable] = []
+        self.links: List[ChainLink] = []
+
+    def add_window(self, frame_ids: Sequence[Hashable], poses_c2w: np.ndarray,
+                   weights: Optional[Sequence[float]] = None) -> Tuple[Optional[ChainLink], np.ndarray]:
+        """Attach a window; returns (link or None for the first window, its poses in the trajectory frame)."""
+        poses = np.asarray(poses_c2w, np.float64).reshape(-1, 4, 4)
+        ids = list(frame_ids)
+        if len(ids) != len(poses):
+            raise ValueError("one id per pose")
+        link = None
+        if self.poses:
+            common = [k for k, fid in enumerate(ids) if fid in self.poses]
+            if not common:
+                raise ValueError("the window shares no frame with the trajectory")
+            wts = None if weights is None else np.asarray(weights, np.float64)[common]
+            link = estimate_window_sim3(np.stack([self.poses[ids[k]] for k in common]), poses[common], wts,
+                                        self.method)
+            poses = apply_sim3_to_poses(link.sim, poses)
+            self.links.append(link)
+        for fid, pose in zip(ids, poses):
+            if fid not in self.poses:
+                self.order.append(fid)
+                self.poses[fid] = pose
+            elif self.update_existing:
+                self.poses[fid] = pose
+        return link, poses
+
+    def trajectory(self) -> Tuple[List[Hashable], np.ndarray]:
+        return list(self.order), np.stack([self.poses[k] for k in self.order])
+
+
+# ------------------------------------------------------------------------------------ metrics
+def _positions(traj: np.ndarray) -> np.ndarray:
+    traj = np.asarray(traj, np.float64)
+    return traj[..., :3, 3] if traj.shape[-2:] == (4, 4) else traj.reshape(-1, 3)
+
+
+def align_trajectory(est_c2w: np.ndarray, gt_c2w: np.ndarray, with_scale: bool = True) -> Tuple[np.ndarray, np.ndarray]:
+    """(aligned estimate (N, 4, 4), sim (4, 4)) after Umeyama of the estimated positions onto the truth."""
+    s, r, t = umeyama(_positions(est_c2w), _positions(gt_c2w), with_scale=with_scale)
+    sim = sim3_matrix(s, r, t)
+    return apply_sim3_to_poses(sim, est_c2w), sim
+
+
+def ate_rmse(est, gt, with_scale: bool = True) -> float:
+    """Absolute trajectory error (RMSE of positions) after Sim(3) (or SE(3)) Umeyama alignment, as evo.
+
+    est, gt: (N, 4, 4) camera-to-world poses or (N, 3) positions.
+    """
+    pe, pg = _positions(est), _positions(gt)
+    s, r, t = umeyama(pe, pg, with_scale=with_scale)
+    err = pg - (s * pe @ r.T + t)
+    return float(np.sqrt((err ** 2).sum(1).mean()))
+
+
+def rpe(est_c2w: np.ndarray, gt_c2w: np.ndarray, delta: int = 1, align: bool = True,
+        with_scale: bool = True) -> Dict[str, Dict[str, float]]:
+    """Relative pose error with a frame delta, as evo (pose relation: translation part, rotation angle).
+
+    E_k = (G_k⁻¹ G_{k+δ})⁻¹ (P_k⁻¹ P_{k+δ}); translation error ‖t(E_k)‖, rotation error angle(R(E_k)) in
+    degrees. With `align`, the estimate is first Sim(3)-aligned (scale-corrected) onto the truth.
+    Returns {"trans": stats, "rot_deg": stats}, stats = rmse, mean, median, max, min.
+    """
+    est = np.asarray(est_c2w, np.float64)
+    gt = np.asarray(gt_c2w, np.float64)
+    if align:
+        est, _ = align_trajectory(est, gt, with_scale=with_scale)
+    rel_e = np.linalg.inv(est[:-delta]) @ est[delta:]
+    rel_g = np.linalg.inv(gt[:-delta]) @ gt[delta:]
+    err = np.linalg.inv(rel_g) @ rel_e
+    t_err = np.linalg.norm(err[:, :3, 3], axis=1)
+    r_err = rotation_angle_deg(err[:, :3, :3])
+    return {"trans": _stats(t_err), "rot_deg": _stats(r_err)}
+
+
+def _stats(x: np.ndarray) -> Dict[str, float]:
+    x = np.asarray(x, np.float64)
+    return {"rmse": float(np.sqrt((x ** 2).mean())), "mean": float(x.mean()), "median": float(np.median(x)),
+            "max": float(x.max()), "min": float(x.min())}

@@ -1,0 +1,152 @@
+"""Sim(3) utilities: Umeyama, window chaining, ATE / RPE (spec §10, §11)."""
+import numpy as np
+import pytest
+from scipy.spatial.transform import Rotation
+
+from easi3r_ros.align.sim3 import (TrajectoryChain, align_trajectory, apply_sim3_to_poses, ate_rmse,
+                                   estimate_window_sim3, rotation_angle_deg, rpe, sim3_inverse, sim3_matrix,
+                                   umeyama)
+
+
+def random_sim(seed, scale=None):
+    rng = np.random.default_rng(seed)
+    s = float(np.exp(rng.normal(0, 0.7))) if scale is None else scale
+    return sim3_matrix(s, Rotation.random(random_state=seed).as_matrix(), rng.normal(0, 2, 3))
+
+
+def gt_trajectory(n=12, seed=0):
+    """A smooth, curving camera path (camera-to-world)."""
+    rng = np.random.default_rng(seed)
+    poses = np.tile(np.eye(4), (n, 1, 1))
+    for k in range(n):
+        poses[k, :3, :3] = Rotation.from_rotvec([0.02 * k, 0.05 * k + 0.01 * np.sin(k), 0.01 * k]).as_matrix()
+        poses[k, :3, 3] = [0.1 * k, 0.02 * k + 0.03 * np.sin(0.7 * k), 0.05 * np.cos(0.5 * k)]
+    return poses + 0 * rng.normal()
+
+
+def perturb(poses, seed, sigma_t=0.0, sigma_r=0.0):
+    rng = np.random.default_rng(seed)
+    out = poses.copy()
+    for k in range(len(out)):
+        out[k, :3, :3] = Rotation.from_rotvec(rng.normal(0, sigma_r, 3)).as_matrix() @ out[k, :3, :3]
+        out[k, :3, 3] += rng.normal(0, sigma_t, 3)
+    return out
+
+
+def test_umeyama_recovers_similarity_exactly():
+    rng = np.random.default_rng(0)
+    sim = random_sim(3)
+    src = rng.normal(size=(30, 3))
+    dst = src @ sim[:3, :3].T + sim[:3, 3]
+    s, r, t = umeyama(src, dst)
+    np.testing.assert_allclose(sim3_matrix(s, r, t), sim, atol=1e-10)
+    # weights: outliers with zero weight are ignored
+    dst_bad = dst.copy()
+    dst_bad[:5] += 10
+    w = np.ones(30)
+    w[:5] = 0
+    s, r, t = umeyama(src, dst_bad, w)
+    np.testing.assert_allclose(sim3_matrix(s, r, t), sim, atol=1e-10)
+    # without scale: rigid part only
+    s, r, t = umeyama(src, src @ sim[:3, :3].T / np.cbrt(np.linalg.det(sim[:3, :3])) + 1.0, with_scale=False)
+    assert s == 1.0 and abs(np.linalg.det(r) - 1) < 1e-12
+
+
+@pytest.mark.parametrize("method", ["umeyama", "rotations", "auto"])
+def test_window_sim3_recovers_known_similarity(method):
+    gt = gt_trajectory()
+    sim = random_sim(5)
+    window = apply_sim3_to_poses(sim3_inverse(sim), gt[3:9])  # the same frames in another Sim(3) frame
+    link = estimate_window_sim3(gt[3:9], window, method=method)
+    np.testing.assert_allclose(link.sim, sim, atol=1e-9)
+    assert link.residual < 1e-10 and link.rot_residual_deg < 1e-6 and link.overlap == 6
+    np.testing.assert_allclose(apply_sim3_to_poses(link.sim, window), gt[3:9], atol=1e-9)
+
+
+def test_window_sim3_from_two_frames_uses_rotations():
+    gt = gt_trajectory()
+    sim = random_sim(7)
+    window = apply_sim3_to_poses(sim3_inverse(sim), gt[4:6])
+    link = estimate_window_sim3(gt[4:6], window, method="auto")  # 2 centres: Umeyama's rotation is undetermined
+    assert link.method == "rotations"
+    np.testing.assert_allclose(link.sim, sim, atol=1e-9)
+
+
+def test_chaining_two_overlapping_windows_gives_a_continuous_trajectory():
+    gt = gt_trajectory(12)
+    ids_a, ids_b = list(range(0, 7)), list(range(4, 12))           # 3 frames of overlap
+    win_a = apply_sim3_to_poses(random_sim(11), gt[ids_a])          # each window in its own frame
+    win_b = apply_sim3_to_poses(random_sim(12), gt[ids_b])
+    chain = TrajectoryChain()
+    assert chain.add_window(ids_a, win_a)[0] is None
+    link, chained_b = chain.add_window(ids_b, win_b)
+    ids, traj = chain.trajectory()
+    assert ids == list(range(12))
+    # noise-free: the chained trajectory is the truth up to one global similarity
+    assert ate_rmse(traj, gt) < 1e-9
+    assert link.residual < 1e-9
+    # continuity across the seam: relative motion 6 -> 7 (first frame only in window B) is the truth's
+    # scaled by window A's scale
+    s_a = np.cbrt(np.linalg.det(random_sim(11)[:3, :3]))
+    rel = np.linalg.inv(traj[6]) @ traj[7]
+    rel_gt = np.linalg.inv(gt[6]) @ gt[7]
+    np.testing.assert_allclose(rel[:3, :3], rel_gt[:3, :3], atol=1e-9)
+    np.testing.assert_allclose(rel[:3, 3], s_a * rel_gt[:3, 3], atol=1e-9)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_chaining_noisy_windows_stays_close(seed):
+    """Windows with 2e-3 pose noise (step 0.1), 3 frames of overlap: the chained trajectory's ATE stays
+    at the windows' own noise level (Umeyama on the 3 nearly collinear centres alone would not)."""
+    gt = gt_trajectory(12)
+    ids_a, ids_b = list(range(0, 7)), list(range(4, 12))
+    win_a = apply_sim3_to_poses(random_sim(21), perturb(gt[ids_a], 1 + 10 * seed, 2e-3, 2e-3))
+    win_b = apply_sim3_to_poses(random_sim(22), perturb(gt[ids_b], 2 + 10 * seed, 2e-3, 2e-3))
+    chain = TrajectoryChain()
+    chain.add_window(ids_a, win_a)
+    link, _ = chain.add_window(ids_b, win_b)
+    _, traj = chain.trajectory()
+    noise = max(ate_rmse(win_a, gt[ids_a]), ate_rmse(win_b, gt[ids_b]))
+    assert ate_rmse(traj, gt) < 2 * noise
+    step = np.linalg.norm(np.diff(gt[:, :3, 3], axis=0), axis=1).mean()
+    s_a = np.cbrt(np.linalg.det(random_sim(21)[:3, :3]))        # trajectory units = window A's
+    assert 0 < link.residual < 0.1 * step * s_a
+
+
+def test_ate_is_similarity_invariant_and_matches_definition():
+    gt = gt_trajectory()
+    assert ate_rmse(apply_sim3_to_poses(random_sim(1), gt), gt) < 1e-10
+    noisy = perturb(gt, 3, sigma_t=0.01)
+    aligned, sim = align_trajectory(noisy, gt)
+    expected = np.sqrt(((aligned[:, :3, 3] - gt[:, :3, 3]) ** 2).sum(1).mean())
+    assert abs(ate_rmse(noisy, gt) - expected) < 1e-12
+    assert abs(ate_rmse(noisy[:, :3, 3], gt[:, :3, 3]) - expected) < 1e-12  # positions accepted too
+    # SE(3) alignment cannot undo a scale change
+    assert ate_rmse(apply_sim3_to_poses(sim3_matrix(2.0, np.eye(3), np.zeros(3)), gt), gt, with_scale=False) > 0.1
+
+
+def test_rpe_delta_one():
+    gt = gt_trajectory()
+    assert rpe(gt, gt)["trans"]["rmse"] < 1e-12
+    # one relative step altered: exactly one delta-1 pair is wrong by that amount (no alignment)
+    est = gt.copy()
+    bump = np.eye(4)
+    bump[:3, :3] = Rotation.from_rotvec([0, 0, np.radians(2.0)]).as_matrix()
+    bump[:3, 3] = [0.01, 0, 0]
+    est[6:] = np.einsum("ij,njk->nik", est[5] @ bump @ np.linalg.inv(est[5]), est[6:])
+    out = rpe(est, gt, align=False)
+    errs_t = np.linalg.norm((np.linalg.inv(np.linalg.inv(gt[:-1]) @ gt[1:]) @ (np.linalg.inv(est[:-1]) @ est[1:]))[:, :3, 3], axis=1)
+    assert np.count_nonzero(errs_t > 1e-9) == 1
+    assert abs(out["rot_deg"]["max"] - 2.0) < 1e-9
+    assert abs(out["trans"]["rmse"] - np.sqrt((errs_t ** 2).mean())) < 1e-12
+    # a global similarity does not change the aligned RPE
+    moved = rpe(apply_sim3_to_poses(random_sim(4), est), gt)
+    aligned = rpe(est, gt)
+    assert abs(moved["trans"]["rmse"] - aligned["trans"]["rmse"]) < 1e-9
+    assert abs(moved["rot_deg"]["rmse"] - aligned["rot_deg"]["rmse"]) < 1e-9
+
+
+def test_rotation_angle():
+    for ang in (0.0, 1e-4, 0.5, 90.0, 179.9):
+        rot = Rotation.from_rotvec(np.radians(ang) * np.array([0.6, 0.0, 0.8])).as_matrix()
+        assert abs(rotation_angle_deg(rot) - ang) < 1e-7
