@@ -1,5 +1,5 @@
 # Entry points. Every target bootstraps the venv first (a fast no-op once it is up to date).
-#   make demo    the main job on the sample clip (smoke test with random weights for now)
+#   make demo    the main job: the sample clip through the ROS 2 node (random weights unless DEMO_ARGS has --checkpoint)
 #   make test    the test suite
 #   make colcon  proof that the package builds with colcon as in a ROS 2 workspace
 #   make bench   benchmarks
@@ -28,7 +28,7 @@ test: venv
 	$(PY) -m pytest test -q $(PYTEST_ARGS)
 
 demo: venv
-	$(EASI3R_VENV)/bin/easi3r run data/vtest_clip.mp4 --random-weights dust3r-224-linear --max-frames 8 --out out/demo
+	$(EASI3R_VENV)/bin/easi3r demo $(DEMO_ARGS)
 
 colcon: venv
 	bash scripts/colcon_check.sh

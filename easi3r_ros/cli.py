@@ -11,6 +11,7 @@ Errors are reported as one line (``easi3r: error: ...``) with exit status 2.
 from __future__ import annotations
 
 import argparse
+import importlib
 import os
 import sys
 import time
@@ -132,14 +133,10 @@ def _add_bag(sub) -> None:
     fv.add_argument("--every", type=int, default=1, help="take every n-th frame")
     fv.add_argument("--start-time", type=float, default=None,
                     help="stamp of the first frame, seconds since the epoch (default: now)")
-    play = bag.add_parser("play", help="replay a bag's messages at the recorded rate (needs rclpy)", add_help=False)
-    play.add_argument("rest", nargs=argparse.REMAINDER)
+    bag.add_parser("play", help="replay a bag's messages at the recorded rate (needs rclpy; see bag play --help)")
 
 
 def _cmd_bag(args) -> int:
-    if args.bag_command == "play":
-        from .ros.bag_player import main as play_main
-        return play_main(args.rest)
     from .io.bag import write_image_bag
     from .io.frames import open_frames
 
@@ -155,8 +152,7 @@ def _cmd_bag(args) -> int:
 
 
 def _add_passthrough(sub, name: str, help_text: str) -> None:
-    p = sub.add_parser(name, help=help_text, add_help=False)
-    p.add_argument("rest", nargs=argparse.REMAINDER)
+    sub.add_parser(name, help=help_text)  # dispatched before parsing, listed here for --help
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -173,6 +169,14 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Optional[List[str]] = None) -> int:
     # FFmpeg's own decoder messages would add lines to our one-line errors
     os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
+    argv = list(sys.argv[1:] if argv is None else argv)
+    # Sub-tools with their own parsers get their arguments untouched (their --help included).
+    if argv[:2] == ["bag", "play"]:
+        from .ros.bag_player import main as play_main
+        return play_main(argv[2:])
+    if argv[:1] in (["demo"], ["eval"]):
+        tool = importlib.import_module(".ros.demo" if argv[0] == "demo" else ".eval.cli", __package__)
+        return tool.main(argv[1:])
     parser = build_parser()
     args = parser.parse_args(argv)
     from .io.frames import InputError
@@ -186,12 +190,6 @@ def main(argv: Optional[List[str]] = None) -> int:
             return _cmd_run(args)
         if args.command == "bag":
             return _cmd_bag(args)
-        if args.command == "demo":
-            from .ros.demo import main as demo_main
-            return demo_main(args.rest)
-        if args.command == "eval":
-            from .eval.cli import main as eval_main
-            return eval_main(args.rest)
     except (CliError, InputError, CheckpointError, ModelConfigError, SceneGraphError, WindowError,
             FileExistsError) as exc:
         parser.exit(2, f"easi3r: error: {exc}\n")

@@ -129,3 +129,44 @@ def test_bag_from_video_and_run_on_the_bag(clip, tmp_path, capsys):
     assert code == 0, err
     stamps, _ = read_tum(tmp_path / "o" / "poses_tum.txt")
     np.testing.assert_array_equal(stamps, 100_000_000_000 + np.arange(4) * 200_000_000)  # ns, 5 fps
+
+
+@pytest.mark.parametrize("argv", [["bag", "play", "--help"], ["demo", "--help"], ["eval", "--help"],
+                                  ["eval", "traj", "--help"]])
+def test_sub_tool_help(argv, capsys):
+    code, out, _ = run_cli(argv, capsys)
+    assert code == 0 and "usage: easi3r" in out
+
+
+def test_eval_masks_and_trajectories(tmp_path, capsys):
+    from scipy.spatial.transform import Rotation
+
+    from easi3r_ros.io.writers import write_mask_png, write_tum
+
+    rng = np.random.default_rng(0)
+    for k in range(3):
+        labels = np.zeros((40, 60), np.uint8)
+        labels[10:20, 5 + 10 * k:15 + 10 * k] = 2   # moving
+        labels[25:35, 40:50] = 1                    # static
+        (tmp_path / "gt").mkdir(exist_ok=True)
+        cv2.imwrite(str(tmp_path / "gt" / f"{k:03d}.png"), labels)
+        write_mask_png(tmp_path / "pred" / f"{k:03d}.png", labels == 2)
+    code, out, err = run_cli(["eval", "--json", "masks", tmp_path / "pred", tmp_path / "gt", "--moving-ids", "2",
+                              "--static-ids", "1"], capsys)
+    scores = json.loads(out)
+    assert code == 0 and scores["JM"] == 1.0 and scores["moving_recall"] == 1.0 and scores["static_fp_rate"] == 0.0
+    poses = np.tile(np.eye(4), (6, 1, 1))
+    poses[:, :3, 3] = np.cumsum(rng.normal(size=(6, 3)), axis=0)
+    poses[:, :3, :3] = Rotation.from_rotvec(rng.normal(scale=0.2, size=(6, 3))).as_matrix()
+    sim = np.eye(4)
+    sim[:3, :3] = 2.0 * Rotation.from_rotvec([0.3, -0.2, 0.1]).as_matrix()
+    sim[:3, 3] = [1, 2, 3]
+    moved = sim @ poses
+    moved[:, :3, :3] /= 2.0  # a similarity maps camera frames to camera frames with unit-scale rotations
+    stamps = [10**9 * k for k in range(6)]
+    write_tum(tmp_path / "est.txt", stamps, poses)
+    write_tum(tmp_path / "ref.txt", stamps, moved)
+    code, out, _ = run_cli(["eval", "--json", "traj", tmp_path / "est.txt", tmp_path / "ref.txt"], capsys)
+    assert code == 0 and json.loads(out)["ate_rmse"] < 1e-6 and json.loads(out)["matched_poses"] == 6
+    code, out, _ = run_cli(["eval", "--json", "traj", tmp_path / "est.txt", tmp_path / "ref.txt", "--no-scale"], capsys)
+    assert json.loads(out)["ate_rmse"] > 0.1  # scale differs by 2: SE(3) alignment cannot absorb it

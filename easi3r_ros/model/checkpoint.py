@@ -62,12 +62,22 @@ def _first(keys, n: int = 5) -> str:
     return ", ".join(keys[:n]) + more
 
 
+def _torch_load(path: Path, weights_only: bool):
+    # Memory-mapped: the tensors are read from the file as needed instead of held as a second copy.
+    try:
+        return torch.load(path, map_location="cpu", weights_only=weights_only, mmap=True)
+    except RuntimeError as exc:
+        if "mmap" not in str(exc):  # legacy (non-zip) files cannot be mapped
+            raise
+        return torch.load(path, map_location="cpu", weights_only=weights_only)
+
+
 def _read_pth(path: Path, allow_pickle: bool):
     try:
         if allow_pickle:
-            return torch.load(path, map_location="cpu", weights_only=False)
+            return _torch_load(path, weights_only=False)
         with torch.serialization.safe_globals([argparse.Namespace]):
-            return torch.load(path, map_location="cpu", weights_only=True)
+            return _torch_load(path, weights_only=True)
     except pickle.UnpicklingError as exc:
         text = str(exc)
         if "Unsupported global" in text:
@@ -114,11 +124,16 @@ def _normalise_state_dict(state: Dict[str, torch.Tensor]) -> Dict[str, torch.Ten
 
 
 def build_network(cfg: ModelConfig, state: Dict[str, torch.Tensor], source: str = "checkpoint") -> Dust3rNetwork:
-    """A network of ``cfg`` holding ``state``; key or shape mismatches raise StateDictMismatchError."""
-    net = Dust3rNetwork(cfg)
+    """A network of ``cfg`` holding ``state``; key or shape mismatches raise StateDictMismatchError.
+
+    The network is built without storage (meta device) and takes the state's tensors as they are, so
+    loading never holds two copies of the weights.
+    """
+    with torch.device("meta"):
+        net = Dust3rNetwork(cfg)
     expected = net.state_dict()
     state = _normalise_state_dict(state)
-    state.setdefault("mask_token", expected["mask_token"])  # unused at inference; some exports drop it
+    state.setdefault("mask_token", torch.zeros(expected["mask_token"].shape))  # unused; some exports drop it
     missing = set(expected) - set(state)
     unexpected = set(state) - set(expected)
     shapes = [f"{k} {tuple(state[k].shape)} vs model {tuple(v.shape)}"
@@ -132,7 +147,7 @@ def build_network(cfg: ModelConfig, state: Dict[str, torch.Tensor], source: str 
         if shapes:
             parts.append(f"{len(shapes)} shape mismatch(es): {'; '.join(shapes[:5])}")
         raise StateDictMismatchError(f"{source} does not fit {cfg.to_string()}: " + "; ".join(parts))
-    net.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state.items()})
+    net.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state.items()}, assign=True)
     return net.eval()
 
 
@@ -219,5 +234,7 @@ def random_network(model: str, seed: int = 0, device: Union[str, torch.device] =
     from .recipe import fill_with_recipe
 
     text, cfg = resolve_model(model)
-    net = fill_with_recipe(Dust3rNetwork(cfg), seed).eval()
+    with torch.device("meta"):  # every tensor is drawn by the recipe: skip the default initialisation
+        net = Dust3rNetwork(cfg)
+    net = fill_with_recipe(net.to_empty(device="cpu"), seed).eval()
     return net.to(device), text

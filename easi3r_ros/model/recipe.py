@@ -39,12 +39,14 @@ def recipe_state_dict(shapes: Iterable[Tuple[str, Tuple[int, ...]]], seed: int) 
 
 
 def fill_with_recipe(model: torch.nn.Module, seed: int) -> torch.nn.Module:
-    """Overwrite every parameter of ``model`` with recipe v1 values (aliases follow their tensor)."""
-    state = model.state_dict()
-    filled = recipe_state_dict(((k, tuple(v.shape)) for k, v in state.items()), seed)
+    """Overwrite every parameter of ``model`` with recipe v1 values (aliases follow their tensor).
+
+    One tensor at a time, so the peak memory is the model plus its largest tensor.
+    """
     with torch.no_grad():
-        for name, value in filled.items():
-            state[name].copy_(value)
+        for name, tensor in model.state_dict().items():
+            if ALIAS_MARKER not in name:
+                tensor.copy_(torch.from_numpy(recipe_tensor(name, tuple(tensor.shape), seed)))
     return model
 
 

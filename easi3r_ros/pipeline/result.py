@@ -41,7 +41,8 @@ class WindowResult:
     focal: float                                  # shared focal (px) at network resolution
     edges: np.ndarray                             # (E, 2) ordered edges (i, j) of the scene graph
     moving: bool = True                           # False when the "nothing moves" guard emptied the masks
-    motion_score: Optional[float] = None          # the guard statistic (see motion.guard)
+    motion_score: Optional[float] = None          # the guard's evidence level (see motion.guard)
+    otsu_threshold: Optional[float] = None        # the final (pass-2) adaptive multi-Otsu threshold
     timings: Dict[str, float] = field(default_factory=dict)  # seconds per stage
     arrays: Dict[str, np.ndarray] = field(default_factory=dict)  # fixture-named arrays for results.npz
 

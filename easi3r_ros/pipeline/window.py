@@ -262,7 +262,8 @@ class WindowPipeline:
         timings["total_s"] = sum(timings.values())
 
         result = WindowResult(frames=frames_out, focal=float(aligned.focal), edges=edges, moving=masks1.moving,
-                              motion_score=masks1.stats["evidence_level"], timings=timings)
+                              motion_score=masks1.stats["evidence_level"],
+                              otsu_threshold=float(masks2.seg.threshold), timings=timings)
         if cfg.keep_arrays:
             result.arrays = self._arrays(images, feat, edges, (attn1_p1, attn2_p1), dec2, masks1, masks2,
                                          aligned, masks)

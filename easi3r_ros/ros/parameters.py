@@ -1,0 +1,252 @@
+"""The node's parameters: one table (name, default, range or choices, what a change restarts), declared
+with descriptors and validated when set at run time. The table and the checks import no ROS, so the
+config file can be tested against it anywhere.
+
+Groups say what a run-time change does:
+  pipeline  rebuild the network/pipeline on the worker (the current stream segment is flushed first)
+  stream    re-plan windows (new segment: trajectory and map restart)
+  input     re-create the image subscriptions
+  output    takes effect at once
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+
+DEVICE_HINT = "auto, cpu, cuda or cuda:N"
+
+
+@dataclass(frozen=True)
+class ParamSpec:
+    name: str
+    default: Any
+    description: str
+    group: str                                   # pipeline | stream | input | output
+    range: Optional[Tuple[float, float]] = None  # inclusive bounds for numbers
+    choices: Optional[Tuple[str, ...]] = None    # allowed strings
+    check: Optional[Callable[[Any], Optional[str]]] = None  # returns why a value is invalid, or None
+
+
+def _check_device(v: str) -> Optional[str]:
+    if v in ("auto", "cpu", "cuda"):
+        return None
+    if v.startswith("cuda:") and v[5:].isdigit():
+        return None
+    return f"unknown device {v!r} (expected {DEVICE_HINT})"
+
+
+def _check_model(v: str) -> Optional[str]:
+    if not v:
+        return None
+    from ..model.config import ModelConfigError, resolve_model  # pure Python: no torch import
+
+    try:
+        resolve_model(v)
+    except ModelConfigError as exc:
+        return str(exc)
+    return None
+
+
+def _check_pose7(v: Sequence[float]) -> Optional[str]:
+    v = list(v)
+    if len(v) != 7 or not all(math.isfinite(x) for x in v):
+        return "needs 7 finite numbers: x y z qx qy qz qw"
+    if abs(math.sqrt(sum(x * x for x in v[3:])) - 1.0) > 1e-3:
+        return "the quaternion (qx qy qz qw) must have unit norm"
+    return None
+
+
+def _check_frame(v: str) -> Optional[str]:
+    if v.startswith("/"):
+        return "frame ids must not start with '/' (tf2 rejects them)"
+    if " " in v:
+        return "frame ids must not contain spaces"
+    return None
+
+
+# Camera optical frame relative to a REP 103 body frame at the same place (x forward, y left, z up):
+# the usual <camera>_link -> <camera>_optical_frame rotation (rpy = -pi/2, 0, -pi/2).
+OPTICAL_IN_BODY = [0.0, 0.0, 0.0, -0.5, 0.5, -0.5, 0.5]
+
+PARAMS: List[ParamSpec] = [
+    # --- network and pipeline
+    ParamSpec("checkpoint", "", "DUSt3R/MonST3R checkpoint: an official .pth file or a Hugging Face folder "
+              "(config.json + model.safetensors)", "pipeline"),
+    ParamSpec("random_weights", "", "smoke runs only: a model preset (e.g. tiny-224-linear) with random weights "
+              "instead of a checkpoint; every output is MEANINGLESS", "pipeline", check=_check_model),
+    ParamSpec("trust_checkpoint", False, "allow checkpoints that hold arbitrary Python objects (unpickling can "
+              "run code: only for files from a trusted source)", "pipeline"),
+    ParamSpec("device", "auto", f"torch device: {DEVICE_HINT}", "pipeline", check=_check_device),
+    ParamSpec("precision", "fp32", "fp32, or bf16/fp16 autocast on CUDA", "pipeline",
+              choices=("fp32", "bf16", "fp16")),
+    ParamSpec("torch_threads", 0, "CPU threads torch may use (0: torch's default)", "pipeline", range=(0, 256)),
+    ParamSpec("image_size", 0, "network input size: 224 or 512 (0: the model's own)", "pipeline",
+              check=lambda v: None if v in (0, 224, 512) else "image_size must be 0, 224 or 512"),
+    ParamSpec("preset", "robot", "pipeline preset: reference (the original demo) or robot (capped scene graph, "
+              "'nothing moves' guard)", "pipeline", choices=("reference", "robot")),
+    ParamSpec("scene_graph_width", 5, "scene graph: every frame is paired with the next W frames "
+              "(swinstride-W)", "pipeline", range=(1, 64)),
+    ParamSpec("ga_iters", 300, "global-alignment iterations per window (fewer: lower latency, rougher poses)",
+              "pipeline", range=(1, 10000)),
+    ParamSpec("kmeans", "sklearn", "feature clustering: sklearn (reference) or torch (faster, GPU)", "pipeline",
+              choices=("sklearn", "torch")),
+    ParamSpec("cloud_conf_threshold", 3.0, "confidence above which static pixels become cloud points",
+              "pipeline", range=(1.0, 1e6)),
+    # --- streaming
+    ParamSpec("window_size", 8, "frames per window", "stream", range=(3, 64)),
+    ParamSpec("stride", 4, "new frames per window (at most window_size - 2: windows share >= 2 frames)",
+              "stream", range=(1, 62)),
+    ParamSpec("queue_limit", 16, "frames waiting for the worker before the oldest are dropped "
+              "(>= window_size)", "stream", range=(3, 10000)),
+    ParamSpec("cloud_voxel_size", 0.02, "voxel edge for the per-window cloud and the map, in odometry units "
+              "(0: no downsampling of the per-window cloud)", "stream", range=(0.0, 100.0)),
+    ParamSpec("map_max_points", 1000000, "voxels kept in the static map (the least recently seen go first)",
+              "stream", range=(1, 100000000)),
+    # --- frames (REP 105 / REP 103)
+    ParamSpec("odom_frame", "odom", "odometry frame (REP 105): the trajectory's fixed frame", "stream",
+              check=_check_frame),
+    ParamSpec("camera_frame", "", "camera optical frame for TF (empty: the image header's frame_id)", "output",
+              check=_check_frame),
+    ParamSpec("base_frame", "", "robot body frame; when set, TF is odom -> base_frame and base_to_camera is "
+              "published on /tf_static (empty: TF is odom -> camera optical frame)", "stream",
+              check=_check_frame),
+    ParamSpec("base_to_camera", list(OPTICAL_IN_BODY), "pose of the camera optical frame in base_frame: "
+              "x y z qx qy qz qw (used only with base_frame)", "stream", check=_check_pose7),
+    # --- input
+    ParamSpec("input_transport", "raw", "raw: sensor_msgs/Image on 'image'; compressed: "
+              "sensor_msgs/CompressedImage on 'image/compressed'", "input", choices=("raw", "compressed")),
+    ParamSpec("input_reliability", "best_effort", "image subscription QoS reliability (best_effort matches "
+              "every publisher; reliable delivers every frame of reliable publishers)", "input",
+              choices=("best_effort", "reliable")),
+    ParamSpec("input_depth", 10, "image subscription QoS history depth", "input", range=(1, 1000)),
+    # --- outputs
+    ParamSpec("publish_tf", True, "broadcast the trajectory on /tf (and base_to_camera on /tf_static)", "output"),
+    ParamSpec("publish_mask", True, "publish ~/dynamic_mask", "output"),
+    ParamSpec("publish_cloud", True, "publish ~/static_cloud (new static points per window)", "output"),
+    ParamSpec("publish_map", True, "publish ~/static_map (accumulated, voxel-downsampled)", "output"),
+    ParamSpec("publish_path", True, "publish ~/path", "output"),
+    ParamSpec("publish_camera_info", True, "publish ~/camera_info (estimated intrinsics)", "output"),
+    ParamSpec("publish_results", True, "publish ~/frame_result and ~/window_stats", "output"),
+    ParamSpec("map_period", 2.0, "seconds between ~/static_map publications", "output", range=(0.05, 3600.0)),
+    ParamSpec("diagnostics_period", 1.0, "seconds between /diagnostics publications", "output",
+              range=(0.05, 3600.0)),
+    ParamSpec("path_max_poses", 10000, "poses kept in ~/path (oldest dropped)", "output", range=(1, 10000000)),
+    ParamSpec("flush_after", 1.0, "seconds without a new frame after which trailing frames are published "
+              "(0: only at shutdown)", "output", range=(0.0, 3600.0)),
+    ParamSpec("shutdown_timeout", 10.0, "seconds allowed at shutdown to publish trailing frames", "output",
+              range=(0.0, 600.0)),
+]
+
+SPECS: Dict[str, ParamSpec] = {p.name: p for p in PARAMS}
+
+
+def check_value(spec: ParamSpec, value: Any) -> Optional[str]:
+    """Why ``value`` is invalid for ``spec`` (None when valid). Types are checked by ROS; this checks
+    ranges, choices and formats."""
+    if isinstance(spec.default, bool):
+        return None if isinstance(value, bool) else f"{spec.name} must be a bool"
+    if spec.range is not None:
+        lo, hi = spec.range
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            return f"{spec.name} must be a number"
+        if not (math.isfinite(value) and lo <= value <= hi):
+            return f"{spec.name}={value!r} is outside [{lo:g}, {hi:g}]"
+    if spec.choices is not None and value not in spec.choices:
+        return f"{spec.name}={value!r} is not one of {', '.join(spec.choices)}"
+    if spec.check is not None:
+        why = spec.check(value)
+        if why:
+            return f"{spec.name}: {why}"
+    return None
+
+
+def check_all(values: Dict[str, Any]) -> Optional[str]:
+    """Why a complete set of values is inconsistent (None when it is fine): per-value checks, then the
+    checks that involve several parameters."""
+    for name, value in values.items():
+        spec = SPECS.get(name)
+        if spec is not None:
+            why = check_value(spec, value)
+            if why:
+                return why
+    w, s, q = values.get("window_size"), values.get("stride"), values.get("queue_limit")
+    if None not in (w, s) and not 1 <= s <= w - 2:
+        return (f"stride={s} must be at most window_size - 2 = {w - 2} (consecutive windows must share at least "
+                "2 frames); set both at once to change them together")
+    if None not in (w, q) and q < w:
+        return f"queue_limit={q} must be >= window_size={w} (the first window needs that many frames)"
+    return None
+
+
+def param_type_name(spec: ParamSpec) -> str:
+    d = spec.default
+    if isinstance(d, bool):
+        return "bool"
+    if isinstance(d, int):
+        return "integer"
+    if isinstance(d, float):
+        return "double"
+    if isinstance(d, list):
+        return "double_array"
+    return "string"
+
+
+# ------------------------------------------------------------------------------------------ rclpy side
+def descriptor(spec: ParamSpec):
+    from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, ParameterType
+
+    types = {"bool": ParameterType.PARAMETER_BOOL, "integer": ParameterType.PARAMETER_INTEGER,
+             "double": ParameterType.PARAMETER_DOUBLE, "double_array": ParameterType.PARAMETER_DOUBLE_ARRAY,
+             "string": ParameterType.PARAMETER_STRING}
+    text = spec.description
+    if spec.choices:
+        text += f" [{' | '.join(spec.choices)}]"
+    d = ParameterDescriptor(name=spec.name, type=types[param_type_name(spec)], description=text,
+                            additional_constraints=f"run-time change: {spec.group}")
+    if spec.range is not None:
+        lo, hi = spec.range
+        if param_type_name(spec) == "integer":
+            d.integer_range = [IntegerRange(from_value=int(lo), to_value=int(hi), step=0)]
+        else:
+            d.floating_point_range = [FloatingPointRange(from_value=float(lo), to_value=float(hi), step=0.0)]
+    return d
+
+
+def declare_all(node) -> List[str]:
+    """Declare every parameter on ``node``. A start-up value that is invalid (wrong type, out of range,
+    inconsistent) is refused: the default is kept and the reason returned (and logged by the caller), so
+    a bad params file never crash-loops the node."""
+    from rclpy.exceptions import InvalidParameterTypeException, InvalidParameterValueException
+    from rclpy.parameter import Parameter
+
+    problems = []
+    for spec in PARAMS:
+        desc = descriptor(spec)
+        try:
+            node.declare_parameter(spec.name, spec.default, desc)
+        except (InvalidParameterValueException, InvalidParameterTypeException, TypeError, ValueError) as exc:
+            problems.append(f"{spec.name}: invalid start-up value refused, using the default {spec.default!r} "
+                            f"({str(exc).splitlines()[0]})")
+            node.declare_parameter(spec.name, spec.default, desc, ignore_override=True)
+        value = node.get_parameter(spec.name).value
+        why = check_value(spec, value)
+        if why:
+            problems.append(f"{why}; using the default {spec.default!r}")
+            node.set_parameters([Parameter(spec.name, value=spec.default)])
+    values = current_values(node)
+    why = check_all(values)
+    if why:
+        # an inconsistent combination: fall back to the defaults of the parameters involved
+        names = [n for n in ("window_size", "stride", "queue_limit")]
+        problems.append(f"{why}; using the defaults of {', '.join(names)}")
+        node.set_parameters([Parameter(n, value=SPECS[n].default) for n in names])
+    return problems
+
+
+def current_values(node) -> Dict[str, Any]:
+    out = {}
+    for spec in PARAMS:
+        v = node.get_parameter(spec.name).value
+        out[spec.name] = list(v) if spec.name == "base_to_camera" and v is not None else v
+    return out
