@@ -170,3 +170,18 @@ def test_eval_masks_and_trajectories(tmp_path, capsys):
     assert code == 0 and json.loads(out)["ate_rmse"] < 1e-6 and json.loads(out)["matched_poses"] == 6
     code, out, _ = run_cli(["eval", "--json", "traj", tmp_path / "est.txt", tmp_path / "ref.txt", "--no-scale"], capsys)
     assert json.loads(out)["ate_rmse"] > 0.1  # scale differs by 2: SE(3) alignment cannot absorb it
+
+
+def test_sliding_windows_give_each_frame_once_on_one_trajectory(tmp_path, capsys):
+    frames = write_frames(tmp_path / "f", make_window(9, size=(120, 160), pan_px=3, object_px=6, seed=5).frames)
+    code, out, err = run_cli(["run", frames, "--random-weights", "tiny-224-linear", "--window", "5", "--stride", "2",
+                              "--niter", "5", "--out", tmp_path / "o", "--quiet"], capsys)
+    assert code == 0, err
+    assert "9 frames in 3 window(s)" in out
+    assert len(list((tmp_path / "o" / "masks").glob("*.png"))) == 9
+    stamps, poses = read_tum(tmp_path / "o" / "poses_tum.txt")
+    assert len(stamps) == 9 and np.all(np.diff(stamps) > 0) and np.isfinite(poses).all()
+    np.testing.assert_allclose(poses[0], np.eye(4), atol=1e-5)  # the first camera defines the frame
+    with np.load(tmp_path / "o" / "results.npz") as z:
+        assert z["window_of_frame"].tolist() == sorted(z["window_of_frame"].tolist())
+        assert len(set(z["window_of_frame"].tolist())) == 3 and z["dynamic_masks"].shape == (9, 224, 224)

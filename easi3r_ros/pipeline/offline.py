@@ -7,7 +7,8 @@ resolution), ``static_cloud.ply`` and ``results.npz`` (array names as in the ref
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+from collections import defaultdict
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Dict, Iterable, List
 
@@ -17,6 +18,7 @@ from ..io.frames import IMAGE_EXTENSIONS, Frame, InputError, check_same_size
 from ..io.writers import (OverlayVideoWriter, write_depth, write_mask_png, write_ply, write_results_npz,
                           write_tum)
 from .result import FrameResult
+from .stream import PublishedFrame, StreamConfig, StreamProcessor, StreamSink, WindowOutput
 from .window import WindowPipeline
 
 RANDOM_WEIGHTS_WARNING = ("RANDOM WEIGHTS (smoke test): the network is untrained, so masks, poses and points "
@@ -95,8 +97,7 @@ def run_offline(frames: Iterable[Frame], pipeline: WindowPipeline, out_dir: Path
     summary = RunSummary(frames=len(frames), random_weights=bool(meta.get("random_weights")))
     writer = RunWriter(out_dir, meta)
     if window and window < len(frames):
-        from .stream import run_windows_offline  # the streaming scheduler and Sim(3) chaining
-        results, arrays, timings, n_windows = run_windows_offline(pipeline, frames, window, stride or window // 2)
+        results, arrays, timings, n_windows = run_windows(pipeline, frames, window, stride or max(1, window // 2))
     else:
         result = pipeline.run([f.rgb for f in frames], [f.stamp_ns for f in frames],
                               frame_ids=list(range(len(frames))))
@@ -108,6 +109,65 @@ def run_offline(frames: Iterable[Frame], pipeline: WindowPipeline, out_dir: Path
     summary.timings = timings
     summary.seconds = float(sum(v for k, v in timings.items() if k != "total_s"))
     return summary
+
+
+class _Collector(StreamSink):
+    """Keeps what the stream publishes: each frame once, with its pose chained onto one trajectory."""
+
+    def __init__(self):
+        self.published: Dict[int, PublishedFrame] = {}
+        self.dropped: List[str] = []
+        self.windows = 0
+        self.timings: Dict[str, float] = defaultdict(float)
+
+    def on_window(self, out: WindowOutput) -> None:
+        if out.result is not None:
+            self.windows += 1
+            for key, value in out.result.timings.items():
+                self.timings[key] += value
+        for pub in out.published:
+            self.published[pub.frame.seq] = pub
+
+    def on_dropped(self, frames, reason: str) -> None:
+        self.dropped += [f"{f.frame_id}: {reason}" for f in frames]
+
+
+def _in_trajectory(pub: PublishedFrame) -> FrameResult:
+    """The frame's result moved from its window's world onto the chained trajectory (and its scale)."""
+    res = pub.result
+    scale = float(np.cbrt(np.linalg.det(pub.to_odom[:3, :3])))
+    points = res.static_points @ pub.to_odom[:3, :3].T.astype(np.float32) + pub.to_odom[:3, 3].astype(np.float32)
+    return replace(res, cam_to_world=pub.odom_T_cam, depth=res.depth * np.float32(scale), static_points=points)
+
+
+def run_windows(pipeline: WindowPipeline, frames: List[Frame], window: int, stride: int):
+    """Sliding windows through the same scheduler and Sim(3) chaining as the ROS node, synchronously.
+
+    The trajectory's frame is the first camera's optical frame (as for a single window); each frame's
+    result comes from the first window that gives it context on both sides (see :mod:`.stream`).
+    """
+    config = StreamConfig(window_size=window, stride=stride, queue_limit=len(frames) + window,
+                          cloud_voxel_size=0.0, odom_T_world=tuple(map(tuple, np.eye(4))))
+    sink = _Collector()
+    processor = StreamProcessor(config, runner_factory=lambda: pipeline, sink=sink).start()
+    pushed = [processor.push(f.rgb, f.stamp_ns, frame_id=frame_name(f)) for f in frames]
+    processor.close(flush=True)
+    if sink.dropped or processor.stats.last_error:
+        raise RuntimeError(f"{len(sink.dropped)} frame(s) not processed ({processor.stats.last_error or sink.dropped[0]})")
+    pubs = [sink.published[f.seq] for f in pushed]
+    results = [_in_trajectory(p) for p in pubs]
+    arrays = {
+        "stamps_ns": np.array([f.stamp_ns for f in frames], np.int64),
+        "window_of_frame": np.array([p.window_id for p in pubs], np.int64),
+        "poses_c2w": np.stack([r.cam_to_world for r in results]).astype(np.float32),
+        "intrinsics": np.stack([r.intrinsics for r in results]).astype(np.float32),
+        "dynamic_masks": np.stack([r.mask for r in results]),
+        "depths": np.stack([r.depth for r in results]),
+        "conf": np.stack([r.confidence for r in results]),
+    }
+    timings = dict(sink.timings)
+    timings["total_s"] = sum(v for k, v in timings.items() if k != "total_s")
+    return results, arrays, timings, sink.windows
 
 
 def describe(summary: RunSummary) -> str:
