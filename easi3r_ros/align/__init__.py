@@ -3,8 +3,18 @@
 No ROS imports. Main entry points: :func:`align_window` (MST init + Adam, optional flow term) and
 :mod:`.sim3` (window chaining, ATE / RPE).
 """
-from .global_alignment import AlignmentResult, GlobalAligner, align_window, frame_confidence
-from .sim3 import TrajectoryChain, ate_rmse, estimate_window_sim3, rpe
+import importlib
 
-__all__ = ["AlignmentResult", "GlobalAligner", "align_window", "frame_confidence", "TrajectoryChain",
-           "ate_rmse", "estimate_window_sim3", "rpe"]
+_EXPORTS = {
+    "AlignmentResult": "global_alignment", "GlobalAligner": "global_alignment", "align_window": "global_alignment",
+    "frame_confidence": "global_alignment", "ChainLink": "sim3", "ate_rmse": "sim3", "estimate_window_sim3": "sim3",
+    "rpe": "sim3",
+}
+
+__all__ = list(_EXPORTS)
+
+
+def __getattr__(name):  # lazy: the Sim(3) tools are used where torch is not (yet) imported
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

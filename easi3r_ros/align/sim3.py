@@ -14,11 +14,9 @@ All computations in float64 numpy; weighted Umeyama through `roma`.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Dict, Hashable, List, Optional, Sequence, Tuple
+from typing import Dict, Optional, Tuple
 
 import numpy as np
-import roma
-import torch
 
 
 # ------------------------------------------------------------------------------------ basics
@@ -67,6 +65,9 @@ def umeyama(src: np.ndarray, dst: np.ndarray, weights: Optional[np.ndarray] = No
     src, dst (M, 3); weights (M,) non-negative or None (uniform). Needs ≥ 3 non-collinear points
     for a unique rotation.
     """
+    import roma  # torch-based: imported only when Umeyama is needed
+    import torch
+
     x = torch.as_tensor(np.asarray(src, np.float64).reshape(-1, 3))
     y = torch.as_tensor(np.asarray(dst, np.float64).reshape(-1, 3))
     w = None if weights is None else torch.as_tensor(np.asarray(weights, np.float64).reshape(-1))
@@ -98,18 +99,17 @@ def rotation_angle_deg(rot: np.ndarray) -> np.ndarray:
 @dataclass
 class ChainLink:
     """How a window was attached: `sim` maps the window's world onto the trajectory's world."""
-    sim: np.ndarray          # (4, 4) s·R | t
+    sim: np.ndarray                        # (4, 4) s·R | t
     scale: float
-    rot: np.ndarray          # (3, 3)
-    trans: np.ndarray        # (3,)
-    residual: float          # RMS camera-centre error on the overlap after alignment (trajectory units)
-    rot_residual_deg: float  # RMS rotation error on the overlap after alignment
+    residual: float                        # RMS camera-centre error on the overlap after alignment (trajectory units)
     overlap: int
-    method: str
+    rot_residual_deg: float = float("nan")  # RMS rotation error on the overlap after alignment
+    method: str = ""
+    broken: bool = False                   # attached without a shared frame (the previous window failed)
 
 
 def estimate_window_sim3(anchor_poses: np.ndarray, new_poses: np.ndarray, weights: Optional[np.ndarray] = None,
-                         method: str = "rotations") -> ChainLink:
+                         method: str = "rotations", scale: Optional[float] = None) -> ChainLink:
     """Similarity S with S ∘ new_pose_k ≈ anchor_pose_k over the overlapping frames k.
 
     anchor_poses, new_poses (M, 4, 4) camera-to-world, the same frames in the trajectory's and in
@@ -122,6 +122,8 @@ def estimate_window_sim3(anchor_poses: np.ndarray, new_poses: np.ndarray, weight
         centres; ill-conditioned for short, straight overlaps);
       - "auto": "umeyama" when ≥ 4 centres span a plane well (second covariance eigenvalue ≥ 5 % of
         the first), else "rotations".
+    A known ``scale`` (e.g. the overlap frames' depth ratio, which stays defined when the camera stands
+    still and the centres carry no scale) fixes s; rotation then comes from the orientations.
     """
     a = np.asarray(anchor_poses, np.float64).reshape(-1, 4, 4)
     b = np.asarray(new_poses, np.float64).reshape(-1, 4, 4)
@@ -132,7 +134,9 @@ def estimate_window_sim3(anchor_poses: np.ndarray, new_poses: np.ndarray, weight
     if not (np.all(w >= 0) and w.sum() > 0):
         raise ValueError("weights must be non-negative and not all zero")
     ca, cb = a[:, :3, 3], b[:, :3, 3]
-    if method == "auto":
+    if scale is not None:
+        method = "rotations"
+    elif method == "auto":
         method = "umeyama" if _well_spread(cb, w) else "rotations"
     if method == "umeyama":
         s, r, t = umeyama(cb, ca, w, with_scale=True)
@@ -141,10 +145,13 @@ def estimate_window_sim3(anchor_poses: np.ndarray, new_poses: np.ndarray, weight
         wn = w / w.sum()
         ma, mb = wn @ ca, wn @ cb
         da, db = ca - ma, (cb - mb) @ r.T
-        denom = float(wn @ (db * db).sum(1))
-        s = float(wn @ (da * db).sum(1)) / denom if denom > 1e-18 else 1.0
-        if not np.isfinite(s) or s <= 0:
-            s = 1.0
+        if scale is not None:
+            s = float(scale)
+        else:
+            denom = float(wn @ (db * db).sum(1))
+            s = float(wn @ (da * db).sum(1)) / denom if denom > 1e-18 else 1.0
+            if not np.isfinite(s) or s <= 0:
+                s = 1.0
         t = ma - s * r @ mb
     else:
         raise ValueError(f"unknown method {method!r}")
@@ -153,7 +160,7 @@ def estimate_window_sim3(anchor_poses: np.ndarray, new_poses: np.ndarray, weight
     wn = w / w.sum()
     res = float(np.sqrt(wn @ ((moved[:, :3, 3] - ca) ** 2).sum(1)))
     rres = float(np.sqrt(wn @ rotation_angle_deg(np.einsum("kji,kjl->kil", moved[:, :3, :3], a[:, :3, :3])) ** 2))
-    return ChainLink(sim, float(s), r, np.asarray(t, np.float64), res, rres, m, method)
+    return ChainLink(sim, float(s), res, m, rres, method)
 
 
 def _well_spread(pts: np.ndarray, w: np.ndarray, ratio: float = 0.05) -> bool:
@@ -164,50 +171,6 @@ def _well_spread(pts: np.ndarray, w: np.ndarray, ratio: float = 0.05) -> bool:
     d = pts - wn @ pts
     ev = np.linalg.eigvalsh((d * wn[:, None]).T @ d)
     return bool(ev[-1] > 0 and ev[-2] >= ratio * ev[-1])
-
-
-class TrajectoryChain:
-    """A running camera trajectory built from overlapping windows, each in its own Sim(3) frame.
-
-    The first window defines the trajectory frame. Each later window is attached with the similarity
-    estimated on the frames it shares with the trajectory; frames already in the trajectory keep their
-    pose unless `update_existing` (then the newest estimate replaces them).
-    """
-
-    def __init__(self, method: str = "rotations", update_existing: bool = False):
-        self.method = method
-        self.update_existing = update_existing
-        self.poses: Dict[Hashable, np.ndarray] = {}
-        self.order: List[Hashable] = []
-        self.links: List[ChainLink] = []
-
-    def add_window(self, frame_ids: Sequence[Hashable], poses_c2w: np.ndarray,
-                   weights: Optional[Sequence[float]] = None) -> Tuple[Optional[ChainLink], np.ndarray]:
-        """Attach a window; returns (link or None for the first window, its poses in the trajectory frame)."""
-        poses = np.asarray(poses_c2w, np.float64).reshape(-1, 4, 4)
-        ids = list(frame_ids)
-        if len(ids) != len(poses):
-            raise ValueError("one id per pose")
-        link = None
-        if self.poses:
-            common = [k for k, fid in enumerate(ids) if fid in self.poses]
-            if not common:
-                raise ValueError("the window shares no frame with the trajectory")
-            wts = None if weights is None else np.asarray(weights, np.float64)[common]
-            link = estimate_window_sim3(np.stack([self.poses[ids[k]] for k in common]), poses[common], wts,
-                                        self.method)
-            poses = apply_sim3_to_poses(link.sim, poses)
-            self.links.append(link)
-        for fid, pose in zip(ids, poses):
-            if fid not in self.poses:
-                self.order.append(fid)
-                self.poses[fid] = pose
-            elif self.update_existing:
-                self.poses[fid] = pose
-        return link, poses
-
-    def trajectory(self) -> Tuple[List[Hashable], np.ndarray]:
-        return list(self.order), np.stack([self.poses[k] for k in self.order])
 
 
 # ------------------------------------------------------------------------------------ metrics

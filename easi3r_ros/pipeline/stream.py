@@ -57,6 +57,7 @@ from typing import Any, Callable, Deque, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from ..align.sim3 import ChainLink, apply_sim3_to_poses, estimate_window_sim3
 from .result import FrameResult, WindowResult
 
 log = logging.getLogger(__name__)
@@ -130,18 +131,6 @@ def transform_points(t: np.ndarray, pts: np.ndarray) -> np.ndarray:
     return pts @ t[:3, :3].T + t[:3, 3]
 
 
-@dataclass
-class ChainLink:
-    """How one window was attached to the trajectory: ``sim`` maps window-world points to the chain
-    frame (first camera of the segment); scale, residual (odometry units) and overlap size."""
-
-    sim: np.ndarray
-    scale: float
-    residual: float
-    overlap: int
-    broken: bool = False
-
-
 def _depth_ratio(anchor_depths: Sequence[np.ndarray], new_depths: Sequence[np.ndarray]) -> Optional[float]:
     ratios = []
     for a, b in zip(anchor_depths, new_depths):
@@ -170,24 +159,12 @@ def estimate_chain_sim3(anchor_poses: Sequence[np.ndarray], new_poses: Sequence[
     depths: :func:`easi3r_ros.align.sim3.estimate_window_sim3` on the poses ("auto": Umeyama on the
     centres when they spread, else rotations + least-squares scale).
     """
-    from ..align import sim3  # numpy + roma/torch: imported on the worker, next to the network
-
     a = np.asarray(anchor_poses, np.float64).reshape(-1, 4, 4)
     b = np.asarray(new_poses, np.float64).reshape(-1, 4, 4)
-    if len(a) != len(b) or len(a) == 0:
-        raise ValueError("chaining needs at least one overlapping frame with poses in both windows")
     scale = None
     if anchor_depths is not None and new_depths is not None:
         scale = _depth_ratio(anchor_depths, new_depths)
-    if scale is None:
-        base = sim3.estimate_window_sim3(a, b, method="auto")
-        return ChainLink(base.sim, base.scale, base.residual, base.overlap)
-    rot = sim3.project_to_so3(np.einsum("kij,klj->il", a[:, :3, :3], b[:, :3, :3]))
-    ca, cb = a[:, :3, 3], b[:, :3, 3]
-    sim = sim3.sim3_matrix(scale, rot, (ca - scale * cb @ rot.T).mean(0))
-    moved = sim3.apply_sim3_to_poses(sim, b)[:, :3, 3]
-    residual = float(np.sqrt(((moved - ca) ** 2).sum(1).mean()))
-    return ChainLink(sim, scale, residual, len(a))
+    return estimate_window_sim3(a, b, method="auto", scale=scale)
 
 
 class TrajectoryChainer:
@@ -217,7 +194,7 @@ class TrajectoryChainer:
         common = [i for i, k in enumerate(keys) if k in self._poses]
         if not self.started:
             # the first camera defines the frame; scale 1
-            link = ChainLink(np.linalg.inv(poses[0]), 1.0, 0.0, 0)
+            link = ChainLink(np.linalg.inv(poses[0]), 1.0, 0.0, 0, method="first window")
         elif common:
             link = estimate_chain_sim3([self._poses[keys[i]] for i in common], [poses[i] for i in common],
                                        [self._depths.get(keys[i]) for i in common], [depths[i] for i in common])
@@ -225,8 +202,7 @@ class TrajectoryChainer:
             # No frame in common (the previous window failed): continue from the last known pose with the
             # window's own scale; the trajectory has a visible break.
             last = self._poses[self._last_key]
-            link = ChainLink(last @ np.linalg.inv(poses[0]), 1.0, float("nan"), 0, broken=True)
-        from ..align.sim3 import apply_sim3_to_poses
+            link = ChainLink(last @ np.linalg.inv(poses[0]), 1.0, float("nan"), 0, method="break", broken=True)
         chained = list(apply_sim3_to_poses(link.sim, np.stack(poses)))
         if not (np.isfinite(link.sim).all() and all(np.isfinite(c).all() for c in chained)):
             raise ValueError("chaining produced a non-finite transform")
