@@ -143,19 +143,15 @@ def mst_init(pred_i: torch.Tensor, pred_j: torch.Tensor, conf_i: torch.Tensor, c
         if focals[i] is None:
             # reference quirk: `e` still names the previously placed edge here
             focals[i] = weiszfeld_focal(pred_i[e if stale_focal else index[(i, j)]])
-        if i in done:
+        if i in done or j in done:
+            # Register the placed frame's pointmap onto its world points; both pointmaps of the edge are in
+            # camera i's coordinates, so the rigid part of that registration is camera i's pose.
             e = index[(i, j)]
-            s, rot, trans = register(pred_i[e], pts3d[i], conf_i[e])
-            pts3d[j] = geotrf(similarity_matrix(s, rot, trans), pred_j[e].reshape(-1, 3)).reshape(pred_j[e].shape)
-            done.add(j)
-            tree_edges.append((i, j))
-            if poses[i] is None:
-                poses[i] = similarity_matrix(1.0, rot, trans)
-        elif j in done:
-            e = index[(i, j)]
-            s, rot, trans = register(pred_j[e], pts3d[j], conf_j[e])
-            pts3d[i] = geotrf(similarity_matrix(s, rot, trans), pred_i[e].reshape(-1, 3)).reshape(pred_i[e].shape)
-            done.add(i)
+            placed, new, pred_placed, conf_placed, pred_new = (
+                (i, j, pred_i[e], conf_i[e], pred_j[e]) if i in done else (j, i, pred_j[e], conf_j[e], pred_i[e]))
+            s, rot, trans = register(pred_placed, pts3d[placed], conf_placed)
+            pts3d[new] = geotrf(similarity_matrix(s, rot, trans), pred_new.reshape(-1, 3)).reshape(pred_new.shape)
+            done.add(new)
             tree_edges.append((i, j))
             if poses[i] is None:
                 poses[i] = similarity_matrix(1.0, rot, trans)
