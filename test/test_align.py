@@ -288,3 +288,18 @@ def test_degenerate_pointmaps_keep_the_alignment_finite():
     assert weiszfeld_focal(pts[0]) <= 0
     out = align_window(pts, conf, pts.flip(1), conf.clone(), edges, 3, niter=5)
     assert np.isfinite(out.poses_c2w).all() and np.isfinite(out.depths).all() and out.focal > 0
+
+
+def test_alignment_runs_under_no_grad():
+    """Inference code runs under torch.no_grad(); the optimiser must still get its gradients."""
+    from easi3r_ros.align.global_alignment import align_window
+    from easi3r_ros.pipeline.scene_graph import make_edges
+
+    edges = make_edges("swinstride-5", 3)
+    g = torch.Generator().manual_seed(1)
+    pts = torch.randn(len(edges), 8, 8, 3, generator=g)
+    pts[..., 2] = pts[..., 2].abs() + 1
+    conf = torch.full((len(edges), 8, 8), 2.0)
+    with torch.no_grad():
+        out = align_window(pts, conf, pts.flip(1), conf, edges, 3, niter=3)
+    assert out.loss_curve[-1, 0] != out.loss_curve[0, 0]  # the parameters moved

@@ -244,24 +244,26 @@ class GlobalAligner:
     # ---------------------------------------------------------------- optimise
     def optimize(self, niter: int = 300, lr: float = 0.01, lr_min: float = 1e-3,
                  schedule: str = "linear", callback=None) -> Tuple[np.ndarray, np.ndarray]:
-        params = self.parameters()
-        for p in params:
-            p.requires_grad_(True)
-        opt = torch.optim.Adam(params, lr=lr, betas=(0.9, 0.9))
-        sched = {"linear": linear_lr, "cosine": cosine_lr}[schedule]
-        curve = np.zeros((niter, 2), np.float64)
-        used = np.zeros(niter, bool)
-        for it in range(niter):
-            cur_lr = sched(it / niter, lr, lr_min)
-            for g in opt.param_groups:
-                g["lr"] = cur_lr
-            opt.zero_grad(set_to_none=True)
-            loss, used[it] = self.loss(it, niter)
-            loss.backward()
-            opt.step()
-            curve[it] = float(loss.detach()), cur_lr
-            if callback is not None:
-                callback(it, curve[it, 0])
+        # gradients are needed here even when the caller runs under torch.no_grad() (inference code does)
+        with torch.enable_grad():
+            params = self.parameters()
+            for p in params:
+                p.requires_grad_(True)
+            opt = torch.optim.Adam(params, lr=lr, betas=(0.9, 0.9))
+            sched = {"linear": linear_lr, "cosine": cosine_lr}[schedule]
+            curve = np.zeros((niter, 2), np.float64)
+            used = np.zeros(niter, bool)
+            for it in range(niter):
+                cur_lr = sched(it / niter, lr, lr_min)
+                for g in opt.param_groups:
+                    g["lr"] = cur_lr
+                opt.zero_grad(set_to_none=True)
+                loss, used[it] = self.loss(it, niter)
+                loss.backward()
+                opt.step()
+                curve[it] = float(loss.detach()), cur_lr
+                if callback is not None:
+                    callback(it, curve[it, 0])
         for p in params:
             p.requires_grad_(False)
         return curve, used
@@ -277,7 +279,7 @@ class GlobalAligner:
                     edge_poses=self.edge_poses().cpu().numpy())
 
     def run(self, niter: int = 300, lr: float = 0.01, lr_min: float = 1e-3, schedule: str = "linear",
-            stale_focal: bool = True, clean: bool = True) -> AlignmentResult:
+            stale_focal: bool = True, clean: bool = True, callback=None) -> AlignmentResult:
         """MST initialisation, `niter` Adam steps, outputs (and the cleaned confidence when `clean`)."""
         t0 = time.perf_counter()
         self.init_mst(stale_focal=stale_focal)
@@ -285,7 +287,7 @@ class GlobalAligner:
             init_loss = float(self.loss(None, niter)[0])
         init = self.snapshot()
         t1 = time.perf_counter()
-        curve, used = self.optimize(niter, lr, lr_min, schedule)
+        curve, used = self.optimize(niter, lr, lr_min, schedule, callback=callback)
         t2 = time.perf_counter()
         out = self.snapshot()
         n = self.n_frames
@@ -306,7 +308,8 @@ class GlobalAligner:
 def align_window(pred1_pts: ArrayLike, pred1_conf: ArrayLike, pred2_pts: ArrayLike, pred2_conf: ArrayLike,
                  edges, n_frames: int, niter: int = 300, lr: float = 0.01, lr_min: float = 1e-3,
                  flow: Optional[dict] = None, device="cpu", schedule: str = "linear",
-                 min_conf_thr: float = 2.5, niter_pnp: int = 10, clean: bool = True) -> AlignmentResult:
+                 min_conf_thr: float = 2.5, niter_pnp: int = 10, clean: bool = True,
+                 callback=None) -> AlignmentResult:
     """MST initialisation + Adam optimisation of one window's pairwise pointmaps (spec §9).
 
     flow: None or a dict with `flow_ij`, `flow_ji` (E, 2, H, W), `static_masks` (N, H, W) bool (or
@@ -314,4 +317,4 @@ def align_window(pred1_pts: ArrayLike, pred1_conf: ArrayLike, pred2_pts: ArrayLi
     """
     aligner = GlobalAligner(pred1_pts, pred1_conf, pred2_pts, pred2_conf, edges, n_frames, flow=flow,
                             device=device, min_conf_thr=min_conf_thr, niter_pnp=niter_pnp)
-    return aligner.run(niter=niter, lr=lr, lr_min=lr_min, schedule=schedule, clean=clean)
+    return aligner.run(niter=niter, lr=lr, lr_min=lr_min, schedule=schedule, clean=clean, callback=callback)

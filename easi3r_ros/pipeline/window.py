@@ -241,9 +241,11 @@ class WindowPipeline:
         masks = masks2.masks if masks1.moving else np.zeros_like(masks2.masks)
         lap("masks2_s")
 
-        aligned = align_window(dec2["pts1"], dec2["conf1"], dec2["pts2"], dec2["conf2"], edges, n,
-                               niter=cfg.niter, lr=cfg.lr, lr_min=cfg.lr_min, schedule=cfg.schedule, flow=flow,
-                               device=self.device, min_conf_thr=cfg.pnp_conf_threshold)
+        with self._bar(cfg.niter, "alignment") as bar:
+            aligned = align_window(dec2["pts1"], dec2["conf1"], dec2["pts2"], dec2["conf2"], edges, n,
+                                   niter=cfg.niter, lr=cfg.lr, lr_min=cfg.lr_min, schedule=cfg.schedule, flow=flow,
+                                   device=self.device, min_conf_thr=cfg.pnp_conf_threshold,
+                                   callback=None if bar is None else lambda it, loss: bar.update(1))
         lap("align_s")
 
         colors = ((images.permute(0, 2, 3, 1).cpu().numpy() * 0.5 + 0.5).clip(0, 1) * 255).round().astype(np.uint8)
