@@ -4,8 +4,8 @@ Every stage is fed the fixture's own inputs. Threads: the MST initialisation run
 as the reference did. This matters: the Weiszfeld focal is a float32 mean whose last bit depends on
 the thread count, and the reference's 10-iteration PnP-RANSAC turns such a last-bit difference into
 pose differences up to 1e-2 (frames placed by PnP).
-The optimisation runs with 1 thread (robust timing on a shared machine; its result is within the
-reference's own run-to-run spread either way).
+The optimisation runs with 1 thread without the flow term (its result is within the reference's own
+run-to-run spread either way) and with 2 threads, as the reference, with it.
 """
 import contextlib
 import json
@@ -40,8 +40,8 @@ def aligner_inputs(arrays):
             arrays["pass2_pred2_conf"], arrays["edges"], arrays["conf"].shape[0])
 
 
-def run_alignment(inputs, flow=None):
-    """Init (2 threads) + NITER Adam steps (1 thread); returns the init snapshot, results and timings."""
+def run_alignment(inputs, flow=None, opt_threads=1):
+    """Init (2 threads) + NITER Adam steps; returns the init snapshot, results and timings."""
     aligner = GlobalAligner(*inputs, flow=flow)
     with torch_threads(2):
         t0 = time.perf_counter()
@@ -50,7 +50,7 @@ def run_alignment(inputs, flow=None):
     with torch.no_grad():
         init_loss = float(aligner.loss(None, NITER)[0])
     init = aligner.snapshot()
-    with torch_threads(1):
+    with torch_threads(opt_threads):
         t0 = time.perf_counter()
         curve, used = aligner.optimize(NITER)
         t_opt = time.perf_counter() - t0
@@ -78,7 +78,9 @@ def ga_flow():
     flow = dict(flow_ij=flow_ref["flow_ij"], flow_ji=flow_ref["flow_ji"],
                 dynamic_masks=flow_ref["pass2_dynamic_masks"], weight=meta["flow_loss_weight"],
                 start_fraction=meta["flow_loss_start_epoch"], gate=meta["flow_loss_thre"])
-    return flow_ref, run_alignment(aligner_inputs(inputs_ref), flow=flow)
+    # 2 threads throughout, as the reference ran: with the flow term float32 noise is amplified, so the
+    # reduction order matters for the strict comparisons below
+    return flow_ref, run_alignment(aligner_inputs(inputs_ref), flow=flow, opt_threads=2)
 
 
 # ------------------------------------------------------------------------------------------- helpers
@@ -193,14 +195,12 @@ def test_flow_alignment_matches_reference(ga_flow):
     assert not ours["used"][:start].any() and ours["used"][start:].all()  # never gated off here
     rel = assert_alignment_matches(ours, ref)
     assert rel[:start].max() <= 1e-4  # before the flow term: deterministic, float noise only
-    # With the flow term the curve oscillates and float32 noise is amplified: the reference's own
-    # repeat differs by up to 2.9e-2; two runs of ours (1 vs 2 threads) by up to 5.8e-2. README
-    # tolerance 5e-2 per iteration: checked on 99 % of the iterations, all within 1e-1.
+    # With the flow term the curve oscillates and float32 noise is amplified (the reference's own repeat
+    # differs by up to 2.9e-2 per iteration); README tolerance 5e-2 per iteration.
     print(f"\nflow curve rel. err: median {np.median(rel):.2e}, 99th pct {np.percentile(rel, 99):.2e}, "
           f"max {rel.max():.2e} (iteration {rel.argmax()})")
     assert np.median(rel) <= 5e-3
-    assert np.percentile(rel, 99) <= 5e-2
-    assert rel.max() <= 1e-1
+    assert rel.max() <= 5e-2
 
 
 def test_flow_alignment_quality_vs_ground_truth(ga_flow):
@@ -209,7 +209,7 @@ def test_flow_alignment_quality_vs_ground_truth(ga_flow):
     ate = ate_rmse(ours["final"]["poses_c2w"], ref["synthetic_gt_poses_c2w"])
     print(f"\nATE (flow): ours {ate:.4g}, reference {ref_ate:.4g}")
     assert ate <= 2e-3
-    assert ate <= 2.5e-4  # reference 2.00e-4 / 2.04e-4; ours 1.9e-4 .. 2.1e-4 depending on float noise
+    assert ate <= 2.04e-4  # no worse than the worse of the reference's two runs (2.00e-4 / 2.04e-4)
     assert abs(ours["final"]["focal"] / float(ref["synthetic_gt_focal"]) - 1) <= 1e-2
 
 
