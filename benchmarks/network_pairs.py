@@ -44,9 +44,12 @@ def child(args) -> None:
     from easi3r_ros.pipeline.scene_graph import make_edges
 
     torch.set_grad_enabled(False)
-    net, _ = random_network(args.model, seed=0)
+    device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else
+                          "cpu" if args.device == "auto" else args.device)
+    net, _ = random_network(args.model, seed=0, device=device)
     weights_mb = sum(p.numel() * p.element_size() for p in net.state_dict().values()) / 2**20
-    images = _frames(net.cfg.image_size, args.frames)
+    images = _frames(net.cfg.image_size, args.frames).to(device)
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     edges = make_edges("swinstride-5", args.frames)
     if args.pairs:
         edges = edges[: args.pairs]
@@ -73,12 +76,14 @@ def child(args) -> None:
             pred = net(images[i:i + 1], images[j:j + 1], attention_stats=True)
             first = first or pred
         retained.clear()
+    sync()
     seconds = time.perf_counter() - t0
-    np.savez(args.out, pts1=first.pts1.numpy(), conf1=first.conf1.numpy(), pts2=first.pts2.numpy(),
-             conf2=first.conf2.numpy(), attn1=first.attn1.numpy(), attn2=first.attn2.numpy())
+    np.savez(args.out, **{k: getattr(first, k).cpu().numpy() for k in ("pts1", "conf1", "pts2", "conf2", "attn1", "attn2")})
+    gpu_peak = torch.cuda.max_memory_allocated() / 2**20 if device.type == "cuda" else None
     emit({"model": args.model, "mode": args.mode, "pairs": len(edges), "frames": args.frames,
           "seconds": seconds, "seconds_per_pair": seconds / len(edges), "peak_rss_mb": peak_rss_mb(),
-          "rss_before_mb": rss_before, "weights_mb": weights_mb, "hw": list(images.shape[-2:])})
+          "rss_before_mb": rss_before, "weights_mb": weights_mb, "hw": list(images.shape[-2:]),
+          "device": str(device), "gpu_peak_mb": gpu_peak})
 
 
 def compare(a: Path, b: Path) -> dict:
@@ -96,6 +101,7 @@ def main(argv=None):
     ap.add_argument("--model", help=argparse.SUPPRESS)
     ap.add_argument("--mode", choices=["fused", "naive"], help=argparse.SUPPRESS)
     ap.add_argument("--out", help=argparse.SUPPRESS)
+    ap.add_argument("--device", default="auto", help="auto (cuda when available), cpu, cuda")
     ap.add_argument("--models", nargs="+", default=["dust3r-224-linear", "dust3r-512-dpt"])
     ap.add_argument("--frames", type=int, default=6, help="frames of the window (default 6: 18 ordered pairs)")
     ap.add_argument("--pairs", type=int, default=0, help="time only the first N ordered pairs (0: all)")
@@ -110,7 +116,7 @@ def main(argv=None):
             for mode in ("fused", "naive"):
                 out = Path(tmp) / f"{model}_{mode}.npz"
                 res[mode] = run_child(Path(__file__), ["--model", model, "--mode", mode, "--frames", args.frames,
-                                                       "--pairs", args.pairs, "--out", out])
+                                                       "--pairs", args.pairs, "--out", out, "--device", args.device])
                 print(res[mode], flush=True)
             rows.append(res)
             checks.append((model, compare(Path(tmp) / f"{model}_fused.npz", Path(tmp) / f"{model}_naive.npz")))
@@ -123,6 +129,9 @@ def main(argv=None):
              "| memory ratio | weights MiB |", "|---|---|---|---|---|---|---|---|---|---|"]
     for res in rows:
         f, n = res["fused"], res["naive"]
+        if f["gpu_peak_mb"] is not None:
+            lines.insert(-2, f"GPU peak allocated ({f['model']}): fused {f['gpu_peak_mb']:.0f} MiB, naive "
+                             f"{n['gpu_peak_mb']:.0f} MiB.")
         lines.append(f"| {f['model']} | {f['hw'][0]}x{f['hw'][1]} | {f['pairs']} | {f['seconds_per_pair']:.2f} | "
                      f"{n['seconds_per_pair']:.2f} | {n['seconds_per_pair'] / f['seconds_per_pair']:.2f}x | "
                      f"{f['peak_rss_mb']:.0f} | {n['peak_rss_mb']:.0f} | {n['peak_rss_mb'] / f['peak_rss_mb']:.2f}x | "
