@@ -169,7 +169,7 @@ def standard_outputs(listener, ns="/easi3r"):
     listener.listen("/tf_static", TFMessage, latched=True, depth=1)
 
 
-def call_service(listener, srv_type, name, request, timeout=10.0):
+def call_service(listener, srv_type, name, request, timeout=30.0):
     client = listener.node.create_client(srv_type, name)
     try:
         if not client.wait_for_service(timeout_sec=timeout):
@@ -207,7 +207,7 @@ def image_msg(h, w, encoding="rgb8", data=None, stamp_ns=0, step=None, frame_id=
                  data=bytes(data) if data is not None else bytes(h * (step or w * 3)))
 
 
-def wait_log(path, text, timeout=10.0):
+def wait_log(path, text, timeout=30.0):
     wait_until(lambda: text in Path(path).read_text(errors="replace"), timeout, what=f"{text!r} in {path}")
 
 

@@ -154,7 +154,7 @@ def test_invalid_parameters_are_refused(rig):
         assert not ok and reason, (values, reason)
     wait_log(rig.log, "parameter refused")
     # the most recent refusals are listed in diagnostics
-    wait_until(lambda: "random_weights" in rig.diag().get("parameter_errors", ""), 10,
+    wait_until(lambda: "random_weights" in rig.diag().get("parameter_errors", ""), 30,
                what=f"refusals in diagnostics (have {rig.diag().get('parameter_errors')!r})")
     # a valid change is accepted
     (ok, reason), = set_params(rig.listener, "easi3r", ga_iters=15)
