@@ -81,3 +81,14 @@ def test_parse_names():
         swinstride_edges(5, 0)
     with pytest.raises(SceneGraphError):
         swinstride_edges(5, 2, order="random")
+
+
+def test_three_frame_windows_are_completed_so_every_frame_has_two_partners():
+    from easi3r_ros.pipeline.scene_graph import edges_per_frame, make_edges
+
+    edges = make_edges("swinstride-5", 3)
+    assert {tuple(e) for e in edges.tolist()} == {(0, 1), (1, 2), (0, 2), (1, 0), (2, 1), (2, 0)}
+    src, ref = edges_per_frame(edges, 3)
+    assert src.min() >= 2 and ref.min() >= 2
+    for n in (4, 6, 8):  # the reference graph is untouched from 4 frames on
+        np.testing.assert_array_equal(make_edges("swinstride-5", n), swinstride_edges(n, 5))

@@ -109,8 +109,19 @@ def swinstride_edges(n_frames: int, width: int = DEFAULT_WINDOW, cap: bool = Fal
 
 
 def make_edges(name: str, n_frames: int, cap: bool = False, order: str = "reference") -> np.ndarray:
-    """Edges of a named scene graph (``swinstride-W``)."""
-    return swinstride_edges(n_frames, parse_scene_graph(name), cap=cap, order=order)
+    """Edges of a named scene graph (``swinstride-W``), completed so every frame has two partners.
+
+    swinstride pairs a frame with partners at odd offsets, so in a 3-frame window the end frames get a
+    single partner and their edge-to-edge std (spec §6) is undefined (the original produces NaN there).
+    Only then is the missing pair (0, 2) added, both ways, after the reference edges; windows of 4 or
+    more frames keep the reference graph exactly.
+    """
+    edges = swinstride_edges(n_frames, parse_scene_graph(name), cap=cap, order=order)
+    if len(edges) and min(np.bincount(edges[:, 0], minlength=n_frames)) < 2:
+        have = set(map(tuple, edges.tolist()))
+        extra = [(i, j) for i in range(n_frames) for j in range(i + 2, n_frames) if (i, j) not in have]
+        edges = np.concatenate([edges, np.asarray(extra + [(j, i) for i, j in extra], np.int64).reshape(-1, 2)])
+    return edges
 
 
 def edges_per_frame(edges: np.ndarray, n_frames: Optional[int] = None):
