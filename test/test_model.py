@@ -193,3 +193,13 @@ def test_encode_once_decode_many_equals_pairwise_forward():
         direct = net(x[[0, 2]], x[[1, 0]], attention_stats=True, naive=True)
     for name in ("pts1", "conf1", "pts2", "conf2", "attn1", "attn2"):
         torch.testing.assert_close(getattr(cached, name), getattr(direct, name), rtol=1e-4, atol=1e-4)
+
+
+def test_dpt_handles_odd_token_grids():
+    """A 3:2 image at size 512 gives 21 token rows: the stride-2 DPT path is cropped back to the finer layers."""
+    net = fill_with_recipe(Dust3rNetwork(parse_model_string(PRESETS["tiny-512-dpt"])), 0).eval()
+    x, _ = preprocess_image(np.full((427, 640, 3), 100, np.uint8), 512)
+    assert tuple(x.shape[1:]) == (336, 512)
+    with torch.no_grad():
+        pred = net(x[None], x[None])
+    assert tuple(pred.pts1.shape) == (1, 336, 512, 3) and torch.isfinite(pred.pts1).all()
