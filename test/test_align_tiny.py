@@ -2,22 +2,17 @@
 the initialisation are meaningful there.
 
 These fixtures store no aligner inputs, so the pass-2 pointmaps are regenerated with this project's
-network and window pipeline (slow: ~40 s / ~3 min on 2 shared cores); set EASI3R_SLOW_TESTS=1 to run.
+network and window pipeline (about a minute for both on 2 cores).
 Not compared: the focal (Weiszfeld on pointmaps with z ≈ 0 gives 1e-4 px and amplifies the network's
 float noise: ours 3.6e-4 vs 3.5e-4, 2.6e-5 vs 1.0e-5), hence neither the PnP-placed frames nor the
 initial loss.
 """
 import glob
-import os
 
 import numpy as np
 import pytest
 
 from fixtures import load_fixture
-
-pytestmark = pytest.mark.skipif(os.environ.get("EASI3R_SLOW_TESTS") != "1",
-                                reason="slow (regenerates pass-2 pointmaps); set EASI3R_SLOW_TESTS=1")
-
 
 @pytest.mark.parametrize("name", ["tiny_linear_vtest", "tiny_dpt_synthetic"])
 def test_tiny_fixture_conf_and_tree_init(name):
