@@ -66,12 +66,10 @@ def _add_run(sub) -> None:
 
 
 def _cmd_run(args) -> int:
-    import torch
-
     from .io.frames import check_same_size, open_frames
     from .model.checkpoint import load_checkpoint, random_network
     from .pipeline.offline import RANDOM_WEIGHTS_WARNING, describe, run_offline
-    from .pipeline.window import WindowPipeline, preset_config
+    from .pipeline.window import WindowPipeline, preset_config, resolve_device
 
     if args.window and args.window < 3:
         raise CliError(f"--window must be 0 (all frames) or >= 3, got {args.window}")
@@ -84,8 +82,7 @@ def _cmd_run(args) -> int:
     check_same_size(frames)  # before the (slow) model load
     config = preset_config(args.preset, image_size=args.image_size, device=args.device, precision=args.precision,
                            niter=args.niter, scene_graph=args.scene_graph, kmeans=args.kmeans, keep_arrays=True)
-    device = "cuda" if args.device == "auto" and torch.cuda.is_available() else args.device
-    device = "cpu" if device == "auto" else device
+    device = resolve_device(args.device)
     if args.random_weights:
         network, model_string = random_network(args.random_weights, args.weights_seed, device=device)
         print(f"WARNING: {RANDOM_WEIGHTS_WARNING}", file=sys.stderr)

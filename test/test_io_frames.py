@@ -6,14 +6,13 @@ import numpy as np
 import pytest
 
 from easi3r_ros.io.frames import (Frame, InputError, check_same_size, iter_image_folder, iter_video,
-                                  iter_windows, list_images, open_frames)
+                                  list_images, open_frames)
 from easi3r_ros.io.writers import OverlayVideoWriter
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
 
 def _frames(n, h=48, w=64, seed=0):
-    rng = np.random.default_rng(seed)
     out = []
     for i in range(n):
         img = np.zeros((h, w, 3), np.uint8)
@@ -98,21 +97,11 @@ def _f(i, h=4, w=6):
     return Frame(np.zeros((h, w, 3), np.uint8), i, f"f{i}", i)
 
 
-def test_windows_and_mixed_sizes():
+def test_mixed_sizes():
     frames = [_f(i) for i in range(7)]
-    w = list(iter_windows(frames, 4, 2))
-    assert [[f.index for f in x] for x in w] == [[0, 1, 2, 3], [2, 3, 4, 5], [4, 5, 6]]
-    assert [[f.index for f in x] for x in iter_windows(frames[:6], 4, 2)] == [[0, 1, 2, 3], [2, 3, 4, 5]]
-    assert [[f.index for f in x] for x in iter_windows(frames[:3], 4)] == [[0, 1, 2]]
     assert check_same_size(frames) == (4, 6)
     mixed = frames[:2] + [_f(2, 8, 6)]
     with pytest.raises(InputError, match="mixed sizes.*f0 is 6x4 but f2 is 6x8"):
         check_same_size(mixed)
-    with pytest.raises(InputError, match="mixed sizes"):
-        list(iter_windows(mixed, 3))
-    with pytest.raises(InputError, match="window size"):
-        list(iter_windows(frames, 1))
-    with pytest.raises(InputError, match="stride"):
-        list(iter_windows(frames, 3, 4))
     with pytest.raises(InputError, match="empty window"):
         check_same_size([])

@@ -8,9 +8,8 @@ from scipy.spatial.transform import Rotation
 
 from easi3r_ros.io.frames import iter_video
 from easi3r_ros.io.writers import (OverlayVideoWriter, format_stamp, overlay, read_intrinsics, read_mask_png,
-                                   read_ply, read_tum, save_window_result, write_depth, write_intrinsics,
+                                   read_ply, read_tum, write_depth, write_intrinsics,
                                    write_mask_png, write_ply, write_results_npz, write_tum)
-from easi3r_ros.pipeline.result import FrameResult, WindowResult
 
 
 def test_mask_png(tmp_path):
@@ -119,25 +118,3 @@ def test_ply(tmp_path):
         write_ply(tmp_path / "bad.ply", pts, cols[:5])
 
 
-def test_save_window_result(tmp_path):
-    frames = []
-    for i in range(3):
-        K = np.array([[100.0, 0, 16], [0, 100, 8], [0, 0, 1]])
-        frames.append(FrameResult(
-            index=i, stamp_ns=1_000_000_000 * i + 5, mask=np.eye(16, 32, dtype=bool),
-            mask_camera=np.ones((20, 40), bool), cam_to_world=np.eye(4), intrinsics=K, intrinsics_camera=K * 1.25,
-            depth=np.full((16, 32), 2.0, np.float32), confidence=np.ones((16, 32), np.float32),
-            static_points=np.full((4, 3), i, np.float32), static_colors=np.full((4, 3), 9, np.uint8)))
-    res = WindowResult(frames=frames, focal=100.0, edges=np.array([[0, 1], [1, 0]]), motion_score=1.5,
-                       arrays={"pass2_dynamic_map": np.zeros((3, 1, 2), np.float32)})
-    out = save_window_result(tmp_path, res)
-    assert len(out["masks"]) == 3 and read_mask_png(out["masks"][0]).shape == (20, 40)
-    st, poses = read_tum(tmp_path / "trajectory.tum")
-    assert st.tolist() == [5, 1_000_000_005, 2_000_000_005]
-    pts, cols = read_ply(tmp_path / "points_w0000.ply")
-    assert pts.shape == (12, 3) and (cols == 9).all()
-    with np.load(tmp_path / "results_w0000.npz") as z:
-        assert {"pass2_dynamic_map", "edges", "masks", "poses_c2w", "depths", "meta_json"} <= set(z.files)
-        assert json.loads(str(z["meta_json"]))["motion_score"] == 1.5
-    save_window_result(tmp_path, res, window_index=1)
-    assert len(read_tum(tmp_path / "trajectory.tum")[0]) == 6  # appended

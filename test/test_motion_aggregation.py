@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from easi3r_ros.motion.aggregation import (FUSED_NAMES, RAW_NAMES, AggregationError, EdgeMapCache,
+from easi3r_ros.motion.aggregation import (FUSED_NAMES, RAW_NAMES, AggregationError,
                                            aggregate_attention)
 from easi3r_ros.pipeline.scene_graph import swinstride_edges
 from fixtures import fixture_dir
@@ -66,28 +66,6 @@ def test_float64_agrees():
                               a[p + "cross_atten_maps_k_view2"].astype(np.float64), a["edges"])
     assert agg.dynamic_map.dtype == torch.float32
     np.testing.assert_allclose(agg.dynamic_map.numpy(), a[p + "dynamic_map"], atol=0, rtol=0)
-
-
-def test_edge_cache_reuses_maps_across_windows():
-    a = arrays("tiny_linear_vtest")
-    p = "pass1_"
-    edges = a["edges"]
-    ids = [100 + 4 * k for k in range(8)]  # stable frame ids (source frame numbers)
-    cache = EdgeMapCache()
-    assert cache.missing(ids, edges) == [tuple(e) for e in edges.tolist()]
-    for k, (i, j) in enumerate(edges.tolist()):
-        cache.put(ids[i], ids[j], a[p + "cross_atten_maps_k_view1"][k], a[p + "cross_atten_maps_k_view2"][k])
-    assert cache.missing(ids, edges) == []
-    np.testing.assert_array_equal(cache.aggregate(ids, edges).dynamic_map.numpy(), a[p + "dynamic_map"])
-    # next window: frames 2..7 of this one + new ones; the 6-frame graph's edges among old frames are cached
-    new_ids = ids[2:] + [999, 1000]
-    e6 = swinstride_edges(8, 5)
-    missing = cache.missing(new_ids, e6)
-    assert all(new_ids[i] in (999, 1000) or new_ids[j] in (999, 1000) for i, j in missing)
-    assert cache.retain(new_ids) > 0
-    assert all(k[0] in new_ids and k[1] in new_ids for k in cache._maps)
-    with pytest.raises(AggregationError, match="missing"):
-        cache.stacked(new_ids, e6)
 
 
 def test_errors():

@@ -18,7 +18,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Iterator, List, Optional, Sequence, Tuple, Union
+from typing import Iterator, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
@@ -288,28 +288,3 @@ def check_same_size(frames: Sequence[Frame]) -> Tuple[int, int]:
                 f"frames of mixed sizes in one window: {frames[0].source} is {w}x{h} but {f.source} is "
                 f"{f.size[1]}x{f.size[0]}")
     return h, w
-
-
-def iter_windows(frames: Iterable[Frame], size: int, stride: Optional[int] = None) -> Iterator[List[Frame]]:
-    """Sliding windows of ``size`` frames advancing by ``stride`` (default ``size``); every window is
-    size-checked (:func:`check_same_size`). A last partial window is yielded when it has ≥ 2 frames
-    and frames remain that no earlier window covered."""
-    if size < 2:
-        raise InputError(f"window size must be >= 2, got {size}")
-    stride = size if stride is None else int(stride)
-    if not 1 <= stride <= size:
-        raise InputError(f"window stride must be in 1..{size}, got {stride}")
-    buf: List[Frame] = []
-    covered_upto = -1  # number of frames seen when the last window ended
-    seen = 0
-    for f in frames:
-        buf.append(f)
-        seen += 1
-        if len(buf) == size:
-            check_same_size(buf)
-            yield list(buf)
-            covered_upto = seen
-            buf = buf[stride:]
-    if seen > covered_upto and len(buf) >= 2 and (covered_upto < 0 or len(buf) > size - stride):
-        check_same_size(buf)
-        yield list(buf)

@@ -9,14 +9,13 @@
 * point cloud: binary little-endian PLY, x y z float32 + red green blue uchar (:func:`write_ply` /
   :func:`read_ply`);
 * everything array-shaped: ``results.npz`` (:func:`write_results_npz`);
-* :func:`save_window_result` writes a whole :class:`~easi3r_ros.pipeline.result.WindowResult`.
 """
 from __future__ import annotations
 
 import json
 import os
 from pathlib import Path
-from typing import Dict, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
@@ -279,43 +278,3 @@ def _json_default(o):
     if isinstance(o, Path):
         return str(o)
     raise TypeError(f"not JSON serialisable: {type(o)}")
-
-
-# ------------------------------------------------------------------------------------ a whole window
-
-def save_window_result(out_dir: PathLike, result, names: Optional[Sequence[str]] = None, window_index: int = 0,
-                       ply: bool = True, depth: bool = True, meta: Optional[Mapping] = None) -> Dict[str, List[Path]]:
-    """Write a :class:`~easi3r_ros.pipeline.result.WindowResult`: ``masks/<name>.png`` (camera
-    resolution), ``depth/<name>.npy``, ``trajectory.tum`` (appended), ``intrinsics.json`` (camera
-    resolution), ``points_w<k>.ply`` (static points of the window), ``results_w<k>.npz`` (its arrays)."""
-    d = Path(out_dir)
-    d.mkdir(parents=True, exist_ok=True)
-    written: Dict[str, List[Path]] = {"masks": [], "depth": [], "other": []}
-    names = list(names) if names is not None else [f"w{window_index:04d}_{f.index:03d}" for f in result.frames]
-    for f, name in zip(result.frames, names):
-        written["masks"].append(write_mask_png(d / "masks" / f"{name}.png", f.mask_camera))
-        if depth:
-            written["depth"].append(write_depth(d / "depth" / f"{name}.npy", f.depth))
-    stamps = [f.stamp_ns if f.stamp_ns is not None else f.index for f in result.frames]
-    written["other"].append(write_tum(d / "trajectory.tum", stamps, [f.cam_to_world for f in result.frames],
-                                      append=window_index > 0))
-    f0 = result.frames[0]
-    h0, w0 = f0.mask_camera.shape
-    written["other"].append(write_intrinsics(d / "intrinsics.json", f0.intrinsics_camera, w0, h0))
-    if ply:
-        pts = [f.static_points for f in result.frames if len(f.static_points)]
-        cols = [f.static_colors for f in result.frames if len(f.static_points)]
-        written["other"].append(write_ply(d / f"points_w{window_index:04d}.ply",
-                                          np.concatenate(pts) if pts else np.zeros((0, 3), np.float32),
-                                          np.concatenate(cols) if cols else np.zeros((0, 3), np.uint8)))
-    arrays = dict(result.arrays)
-    arrays.setdefault("edges", result.edges)
-    arrays.setdefault("masks", np.stack([f.mask for f in result.frames]))
-    arrays.setdefault("poses_c2w", np.stack([f.cam_to_world for f in result.frames]))
-    arrays.setdefault("depths", np.stack([f.depth for f in result.frames]))
-    m = {"focal": result.focal, "moving": result.moving, "motion_score": result.motion_score,
-         "timings": result.timings, "names": names, "stamps_ns": stamps}
-    if meta:
-        m.update(meta)
-    written["other"].append(write_results_npz(d / f"results_w{window_index:04d}.npz", arrays, m))
-    return written

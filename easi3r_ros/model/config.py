@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import ast
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any, Dict, Tuple
 
 
@@ -236,7 +236,3 @@ def resolve_model(name_or_string: str) -> Tuple[str, ModelConfig]:
         raise ModelConfigError(f"unknown model {name_or_string!r}: use a preset ({', '.join(PRESETS)}) "
                                "or a constructor string as stored in a checkpoint's args.model")
     return text, parse_model_string(text)
-
-
-def config_as_dict(cfg: ModelConfig) -> Dict[str, Any]:
-    return asdict(cfg)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import zlib
-from typing import Dict, Iterable, Tuple
+from typing import Dict, Tuple
 
 import numpy as np
 import torch
@@ -30,12 +30,6 @@ def recipe_tensor(name: str, shape: Tuple[int, ...], seed: int) -> np.ndarray:
     else:
         scale, offset = 0.1, 0.0
     return (z * scale + offset).astype(np.float32)
-
-
-def recipe_state_dict(shapes: Iterable[Tuple[str, Tuple[int, ...]]], seed: int) -> Dict[str, torch.Tensor]:
-    """Recipe tensors for (name, shape) pairs; alias names are left out (they share the aliased tensor)."""
-    return {name: torch.from_numpy(recipe_tensor(name, tuple(shape), seed))
-            for name, shape in shapes if ALIAS_MARKER not in name}
 
 
 def fill_with_recipe(model: torch.nn.Module, seed: int) -> torch.nn.Module:

@@ -31,7 +31,7 @@ throw away exactly their offset and scale — which is what the "nothing moves" 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Dict, Hashable, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
@@ -183,64 +183,3 @@ def aggregate_families(src_lists: Sequence[Sequence[ArrayLike]], ref_lists: Sequ
     return AggregatedAttention(raw=raw, fused=fused, dynamic_map=d,
                                n_source=np.array([len(x) for x in src_lists]),
                                n_reference=np.array([len(x) for x in ref_lists]))
-
-
-class EdgeMapCache:
-    """Per-edge attention maps kept across overlapping sliding windows.
-
-    Keys are *stable frame ids* (e.g. a running frame counter or the image stamp), not window positions,
-    so the maps of an ordered pair computed in one window are reused in the next. Only valid for pass 1
-    (pass-2 maps depend on the window's masks and must be recomputed per window).
-
-    >>> cache = EdgeMapCache()
-    >>> cache.put(id_i, id_j, map_view1, map_view2)          # after the network forward of (i, j)
-    >>> missing = cache.missing(frame_ids, edges)           # edges (window positions) still to run
-    >>> agg = cache.aggregate(frame_ids, edges)             # spec §6 on the window
-    >>> cache.retain(frame_ids)                             # drop maps of frames that left the window
-    """
-
-    def __init__(self) -> None:
-        self._maps: Dict[Tuple[Hashable, Hashable], Tuple[torch.Tensor, torch.Tensor]] = {}
-
-    def __len__(self) -> int:
-        return len(self._maps)
-
-    def __contains__(self, key) -> bool:
-        return tuple(key) in self._maps
-
-    def put(self, id_i: Hashable, id_j: Hashable, map_view1: ArrayLike, map_view2: ArrayLike) -> None:
-        def t(x):
-            return (x if isinstance(x, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(x))).detach().to(torch.float32)
-        self._maps[(id_i, id_j)] = (t(map_view1), t(map_view2))
-
-    def get(self, id_i: Hashable, id_j: Hashable) -> Tuple[torch.Tensor, torch.Tensor]:
-        return self._maps[(id_i, id_j)]
-
-    def missing(self, frame_ids: Sequence[Hashable], edges: ArrayLike) -> List[Tuple[int, int]]:
-        """Edges (window positions) whose maps are not cached yet."""
-        return [(i, j) for i, j in np.asarray(edges).reshape(-1, 2).tolist()
-                if (frame_ids[i], frame_ids[j]) not in self._maps]
-
-    def stacked(self, frame_ids: Sequence[Hashable], edges: ArrayLike) -> Tuple[torch.Tensor, torch.Tensor]:
-        """(E, h, w, C) maps of both branches for the window's edges (positions into ``frame_ids``)."""
-        e = np.asarray(edges).reshape(-1, 2).tolist()
-        missing = self.missing(frame_ids, e)
-        if missing:
-            raise AggregationError(f"attention maps missing for edges {missing[:5]}{'...' if len(missing) > 5 else ''}")
-        pairs = [self._maps[(frame_ids[i], frame_ids[j])] for i, j in e]
-        return torch.stack([p[0] for p in pairs]), torch.stack([p[1] for p in pairs])
-
-    def aggregate(self, frame_ids: Sequence[Hashable], edges: ArrayLike, eps: float = EPS) -> AggregatedAttention:
-        m1, m2 = self.stacked(frame_ids, edges)
-        return aggregate_attention(m1, m2, edges, n_frames=len(frame_ids), eps=eps)
-
-    def retain(self, frame_ids: Iterable[Hashable]) -> int:
-        """Keep only maps whose both frames are in ``frame_ids``; returns the number dropped."""
-        keep = set(frame_ids)
-        drop = [k for k in self._maps if k[0] not in keep or k[1] not in keep]
-        for k in drop:
-            del self._maps[k]
-        return len(drop)
-
-    def clear(self) -> None:
-        self._maps.clear()

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 from collections import defaultdict
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Dict, Iterable, List
 
@@ -173,7 +173,3 @@ def run_windows(pipeline: WindowPipeline, frames: List[Frame], window: int, stri
 def describe(summary: RunSummary) -> str:
     stages = ", ".join(f"{k[:-2]} {v:.2f}s" for k, v in summary.timings.items() if k.endswith("_s") and k != "total_s")
     return f"{summary.frames} frames in {summary.windows} window(s), {summary.seconds:.1f}s ({stages})"
-
-
-def summary_dict(summary: RunSummary) -> dict:
-    return asdict(summary)
