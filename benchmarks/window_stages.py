@@ -79,7 +79,7 @@ def main(argv=None):
 
         def row(name, ours, theirs):
             ratio = f"{theirs / ours:.2f}x" if theirs and ours else "–"
-            return f"| {name} | {ours:.2f} | {theirs if theirs else '–'} | {ratio} |"
+            return f"| {name} | {ours:.2f} | {f'{theirs:.2f}' if theirs else '–'} | {ratio} |"
 
         lines.append(row("encode (each frame once)", t["encode_s"], None))
         lines.append(row("pass 1 (decoder + attention statistics)", t["pass1_s"], ref.get("pass1_s")))
