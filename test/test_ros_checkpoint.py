@@ -57,9 +57,9 @@ def test_bad_checkpoint_reports_error_and_stays_up(tmp_path, kind):
         # frames arriving meanwhile are counted as dropped, not buffered forever
         pub = listener.node.create_publisher(Image, "/cam/image_raw", QoSProfile(depth=10,
                                              reliability=ReliabilityPolicy.RELIABLE))
-        wait_until(lambda: pub.get_subscription_count() >= 1, 20, what="node subscription")
+        wait_until(lambda: pub.get_subscription_count() >= 1, 30, what="node subscription")
         pub.publish(image_msg(32, 32, "rgb8", bytes(32 * 96), 5))
-        wait_until(lambda: listener.diag_values().get("frames_dropped") == "1", 10, what="drop counted")
+        wait_until(lambda: listener.diag_values().get("frames_dropped") == "1", 30, what="drop counted")
         assert "no model" in listener.diag_values()["dropped_by_reason"]
         time.sleep(1.0)
         assert node.poll() is None            # still up: no crash loop

@@ -113,7 +113,7 @@ def test_bag_player_node_listener(bag, tmp_path):
             assert [f.name for f in c.fields] == ["x", "y", "z", "rgb"] and c.header.frame_id == "odom"
             arr = cloud_to_array(c)
             assert len(arr) == c.width * c.height and np.isfinite(arr["x"]).all()
-        wait_until(lambda: listener.get("/easi3r/static_map"), 10, what="static map")
+        wait_until(lambda: listener.get("/easi3r/static_map"), 30, what="static map")
         m = cloud_to_array(listener.get("/easi3r/static_map")[-1])
         assert m.dtype.names == ("x", "y", "z", "rgb")
 
