@@ -89,6 +89,54 @@ def test_every_frame_published_once_with_context(w, s, n):
     assert st.frames_in == n and st.frames_published == n and st.frames_dropped == 0
 
 
+class RaisingSink(Recorder):
+    """Records every event, then raises: a faulty subscriber of the stream."""
+
+    def on_window(self, out):
+        super().on_window(out)
+        raise RuntimeError("sink failure")
+
+    def on_dropped(self, frames, reason):
+        super().on_dropped(frames, reason)
+        raise RuntimeError("sink failure")
+
+    def on_reset(self, reason):
+        super().on_reset(reason)
+        raise RuntimeError("sink failure")
+
+    def on_state(self, state, message):
+        super().on_state(state, message)
+        raise RuntimeError("sink failure")
+
+
+def test_a_raising_sink_does_not_stop_the_stream():
+    cfg = StreamConfig(window_size=5, stride=2, queue_limit=30)
+    sink = RaisingSink()
+    proc = StreamProcessor(cfg, FakeRunner, sink).start()
+    feed(proc, range(9))
+    feed(proc, range(9, 18), stamps=[k * 100_000_000 for k in range(9)])   # a bag loop: a reset
+    finish(proc)
+    assert len(sink.resets) == 1 and proc.stats.resets == 1
+    assert sink.published == list(range(18))
+    assert proc.stats.frames_published == 18 and proc.stats.windows_failed == 0
+    assert not proc.stats.last_error
+
+
+def test_a_raising_sink_does_not_lose_drop_accounting():
+    def broken():
+        raise FileNotFoundError("checkpoint not found: /nope.pth")
+    sink = RaisingSink()
+    proc = StreamProcessor(StreamConfig(window_size=4, stride=2, queue_limit=8), broken, sink).start()
+    deadline = time.monotonic() + 5
+    while proc.stats.state != "error" and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert ("error", "FileNotFoundError: checkpoint not found: /nope.pth") in sink.states
+    feed(proc, range(3))   # push runs on the caller's thread: the sink's errors must not reach it
+    assert [r for _, r in sink.dropped] == [DROP_NO_MODEL] * 3
+    proc.close(flush=False, timeout=5)
+    assert proc.stats.frames_dropped == 3
+
+
 def test_flush_publishes_trailing_frames_and_stream_continues():
     cfg = StreamConfig(window_size=5, stride=2, queue_limit=10)
     proc, sink, runner = make(cfg)
@@ -259,7 +307,7 @@ def test_close_without_flush_counts_shutdown():
 
 
 def test_cache_reuse_with_the_real_pipeline():
-    torch = pytest.importorskip("torch")
+    torch = pytest.importorskip("torch", reason="the rest of this file tests the ROS-free, torch-free stream")
     from easi3r_ros.model.checkpoint import random_network
     from easi3r_ros.pipeline.window import WindowPipeline, preset_config
 

@@ -564,20 +564,21 @@ class StreamProcessor:
         with self._cv:
             self.stats.frames_dropped += len(frames)
             self.stats.dropped_by_reason[reason] = self.stats.dropped_by_reason.get(reason, 0) + len(frames)
+        self._notify("on_dropped", frames, reason)
+
+    def _notify(self, event: str, *args) -> None:
+        """Call ``sink.<event>(*args)``; a sink error is logged and must not kill the stream."""
         try:
-            self.sink.on_dropped(frames, reason)
-        except Exception:  # a sink error must not kill the stream
-            log.exception("sink.on_dropped failed")
+            getattr(self.sink, event)(*args)
+        except Exception:
+            log.exception("sink.%s failed", event)
 
     def _set_state(self, state: str, message: str) -> None:
         with self._cv:
             self.stats.state, self.stats.state_message = state, message
             if state == "error":
                 self.stats.last_error = message
-        try:
-            self.sink.on_state(state, message)
-        except Exception:
-            log.exception("sink.on_state failed")
+        self._notify("on_state", state, message)
 
     def _has_work(self) -> bool:
         return self._plan(peek=True) is not None or (self._reload and not self._stop)
@@ -697,10 +698,7 @@ class StreamProcessor:
             self.runner.reset()
         self.chainer.reset()
         self.map.clear()
-        try:
-            self.sink.on_reset(reason)
-        except Exception:
-            log.exception("sink.on_reset failed")
+        self._notify("on_reset", reason)
 
     def _publish_held(self) -> None:
         with self._cv:
@@ -791,7 +789,4 @@ class StreamProcessor:
         out = WindowOutput(window_id=window_id, segment=self._ctx_segment, frames=list(frames), published=pubs,
                            result=result, points=pts.astype(np.float32), colors=cols, link=link, latency_s=latency,
                            final=final, dropped_total=dropped, cache=cache)
-        try:
-            self.sink.on_window(out)
-        except Exception:
-            log.exception("sink.on_window failed")
+        self._notify("on_window", out)
