@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 
 from .geometry import pixel_grid
+from .loss import frame_blocks
 
 
 @dataclass
@@ -90,20 +91,13 @@ class _FlowDirection:
 
     def __init__(self, flow: torch.Tensor, static_src: torch.Tensor, src: torch.Tensor, dst: torch.Tensor):
         # flow (E, 2, H, W), static_src (E, H, W) bool, src/dst (E,) frame indices
-        order = torch.argsort(src, stable=True)
+        order, self.blocks = frame_blocks(src)
         self.perm = order
         self.src = src[order]
         self.dst = dst[order]
         e = flow.shape[0]
         self.flow = flow[order].reshape(e, 2, -1).contiguous()
         self.static = static_src[order].reshape(e, 1, -1).contiguous()
-        frames = self.src.tolist()
-        self.blocks = []
-        start = 0
-        for k in range(1, len(frames) + 1):
-            if k == len(frames) or frames[k] != frames[start]:
-                self.blocks.append((frames[start], start, k))
-                start = k
 
     def value_and_grads(self, depths, rot, trans, focal, offsets, cfg, min_depth=1e-4):
         """Loss and its gradients wrt depths (N, HW), rot (E, 3, 3), trans (E, 3), focal (scalar).
@@ -179,13 +173,12 @@ class _FusedFlow(torch.autograd.Function):
 class FusedFlowLoss:
     """Same value as :func:`flow_loss`, with the gradient formed in the forward pass (much faster)."""
 
-    def __init__(self, cfg: FlowConfig, ei: torch.Tensor, ej: torch.Tensor, height: int, width: int):
+    def __init__(self, cfg: FlowConfig, ei: torch.Tensor, ej: torch.Tensor, offsets: torch.Tensor):
+        """``offsets`` (2, HW): pixel coordinates minus the principal point."""
         self.cfg = cfg
         self.fwd = _FlowDirection(cfg.flow_ij, cfg.static_masks[ei], ei, ej)
         self.bwd = _FlowDirection(cfg.flow_ji, cfg.static_masks[ej], ej, ei)
-        grid = pixel_grid(height, width, device=ei.device)
-        pp = torch.tensor([width / 2, height / 2], device=ei.device)
-        self.offsets = (grid - pp).reshape(-1, 2).t().contiguous()             # (2, HW)
+        self.offsets = offsets
 
     @staticmethod
     def _relative(c2w: torch.Tensor, src: torch.Tensor, dst: torch.Tensor):

@@ -107,7 +107,7 @@ class GlobalAligner:
 
     def __init__(self, pred1_pts: ArrayLike, pred1_conf: ArrayLike, pred2_pts: ArrayLike,
                  pred2_conf: ArrayLike, edges, n_frames: int, flow=None, device="cpu",
-                 min_conf_thr: float = 2.5, niter_pnp: int = 10, base_scale: float = BASE_SCALE):
+                 min_conf_thr: float = 2.5, niter_pnp: int = 10):
         self.device = torch.device(device)
         self.pred_i = as_tensor(pred1_pts, self.device)
         self.pred_j = as_tensor(pred2_pts, self.device)
@@ -120,7 +120,6 @@ class GlobalAligner:
         self.ej = torch.tensor([j for _, j in self.edges], device=self.device)
         self.min_conf_thr = min_conf_thr
         self.niter_pnp = niter_pnp
-        self.base_scale = base_scale
         self.flow = _flow_config(flow, self.n_frames, self.device)
 
         hw = self.height * self.width
@@ -132,11 +131,11 @@ class GlobalAligner:
         self.total_area = float(self.n_edges * hw)
         self.grid = pixel_grid(self.height, self.width, device=self.device)
         self.flat_grid = self.grid.reshape(-1, 2)
-        self.fused_flow = (FusedFlowLoss(self.flow, self.ei, self.ej, self.height, self.width)
-                           if self.flow is not None else None)
         self.pairwise = PairwiseLoss(self.flat_i, self.flat_j, self.weight_i, self.weight_j, self.ei, self.ej)
         self.pp = torch.tensor([self.width / 2, self.height / 2], device=self.device)
-        self.cf_offsets = (self.flat_grid - self.pp).t().contiguous()
+        self.cf_offsets = (self.flat_grid - self.pp).t().contiguous()                # (2, HW)
+        self.fused_flow = (FusedFlowLoss(self.flow, self.ei, self.ej, self.cf_offsets)
+                           if self.flow is not None else None)
 
         # optimisation variables (storage form)
         self.log_depths = torch.zeros((self.n_frames, hw), device=self.device)
@@ -163,7 +162,7 @@ class GlobalAligner:
 
     def edge_scales(self) -> torch.Tensor:
         log_s = self.edge_params[:, 7]
-        return log_s.exp() * torch.exp(math.log(self.base_scale) - log_s.mean())
+        return log_s.exp() * torch.exp(math.log(BASE_SCALE) - log_s.mean())
 
     def edge_poses(self) -> torch.Tensor:
         """(E, 4, 4) similarities camera-i -> world; the scale multiplies rotation and translation."""
@@ -179,10 +178,10 @@ class GlobalAligner:
 
     # ---------------------------------------------------------------- init
     @torch.no_grad()
-    def init_mst(self, stale_focal: bool = True, focal_mode: str = "mean") -> InitParams:
+    def init_mst(self, stale_focal: bool = True) -> InitParams:
         mst = mst_init(self.pred_i, self.pred_j, self.conf_i, self.conf_j, self.edges, self.n_frames,
                        self.conf, self.min_conf_thr, self.niter_pnp, stale_focal=stale_focal)
-        params = init_from_mst(mst, self.pred_i, self.conf_i, self.edges, focal_mode=focal_mode)
+        params = init_from_mst(mst, self.pred_i, self.conf_i, self.edges)
         self.log_depths.copy_(params.log_depths)
         self.pose_params.copy_(params.pose_params)
         self.edge_params.copy_(params.edge_params)
@@ -270,13 +269,15 @@ class GlobalAligner:
 
     # ---------------------------------------------------------------- outputs
     @torch.no_grad()
-    def snapshot(self) -> Dict[str, np.ndarray]:
+    def snapshot(self, points: bool = True) -> Dict[str, np.ndarray]:
+        """Current poses, focal and depths; with ``points`` also world points and edge poses."""
         n, h, w = self.n_frames, self.height, self.width
-        f = float(self.focal())
-        return dict(poses_c2w=self.poses().cpu().numpy(), focal=f,
-                    depths=self.depths().reshape(n, h, w).cpu().numpy(),
-                    pts3d=self.world_points().reshape(n, h, w, 3).cpu().numpy(),
-                    edge_poses=self.edge_poses().cpu().numpy())
+        out = dict(poses_c2w=self.poses().cpu().numpy(), focal=float(self.focal()),
+                   depths=self.depths().reshape(n, h, w).cpu().numpy())
+        if points:
+            out.update(pts3d=self.world_points().reshape(n, h, w, 3).cpu().numpy(),
+                       edge_poses=self.edge_poses().cpu().numpy())
+        return out
 
     def run(self, niter: int = 300, lr: float = 0.01, lr_min: float = 1e-3, schedule: str = "linear",
             stale_focal: bool = True, clean: bool = True, callback=None) -> AlignmentResult:
@@ -285,7 +286,7 @@ class GlobalAligner:
         self.init_mst(stale_focal=stale_focal)
         with torch.no_grad():
             init_loss = float(self.loss(None, niter)[0])
-        init = self.snapshot()
+        init = self.snapshot(points=False)
         t1 = time.perf_counter()
         curve, used = self.optimize(niter, lr, lr_min, schedule, callback=callback)
         t2 = time.perf_counter()

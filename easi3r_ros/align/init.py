@@ -191,7 +191,7 @@ class InitParams:
 
 
 def init_from_mst(mst: MSTResult, pred_i: torch.Tensor, conf_i: torch.Tensor,
-                  edges: Sequence[Tuple[int, int]], focal_mode: str = "mean") -> InitParams:
+                  edges: Sequence[Tuple[int, int]]) -> InitParams:
     """Edge similarities from the placed points, scale normalisation, per-frame depth and pose."""
     n_edges = len(edges)
     edge_params = torch.zeros((n_edges, 8), dtype=pred_i.dtype, device=pred_i.device)
@@ -209,12 +209,7 @@ def init_from_mst(mst: MSTResult, pred_i: torch.Tensor, conf_i: torch.Tensor,
         pose_params.append(rigid_to_params(poses[n, :3, :3], poses[n, :3, 3]))
     # shared focal = mean of the per-frame estimates (matches the fixtures' init_focals to 1e-7)
     known = [f for f in mst.focals if f is not None]
-    if focal_mode == "mean":
-        focal = float(sum(known) / len(known)) if known else float("nan")
-    elif focal_mode == "root":  # the strongest edge's frame i
-        focal = float(mst.focals[mst.tree_edges[0][0]])
-    else:
-        raise ValueError(focal_mode)
+    focal = float(sum(known) / len(known)) if known else float("nan")
     if not (np.isfinite(focal) and focal > 0):  # degenerate pointmaps: fall back to a 60° field of view
         h, w = mst.pts3d[0].shape[:2]
         focal = max(h, w) / (2 * np.tan(np.deg2rad(30)))

@@ -18,24 +18,30 @@ from typing import List, Tuple
 import torch
 
 
+def frame_blocks(frame_of_edge: torch.Tensor) -> Tuple[torch.Tensor, List[Tuple[int, int, int]]]:
+    """Edges sorted by frame (stable): the permutation, and (frame, start, stop) of each run of one frame."""
+    order = torch.argsort(frame_of_edge, stable=True)
+    frames = frame_of_edge[order].tolist()
+    blocks: List[Tuple[int, int, int]] = []
+    start = 0
+    for k in range(1, len(frames) + 1):
+        if k == len(frames) or frames[k] != frames[start]:
+            blocks.append((frames[start], start, k))
+            start = k
+    return order, blocks
+
+
 class _Side:
     """Constant data of one side (view i or view j) of every edge, sorted by frame."""
 
     def __init__(self, pts: torch.Tensor, weight: torch.Tensor, frame_of_edge: torch.Tensor):
         # pts (E, HW, 3), weight (E, HW), frame_of_edge (E,)
-        order = torch.argsort(frame_of_edge, stable=True)
+        order, self.blocks = frame_blocks(frame_of_edge)                        # (frame, start, stop)
         self.perm = order
         pts = pts[order]
         ones = torch.ones(pts.shape[:2] + (1,), dtype=pts.dtype, device=pts.device)
         self.pts = torch.cat([pts, ones], dim=2).transpose(1, 2).contiguous()   # (E, 4, HW)
         self.weight = weight[order].contiguous()                                 # (E, HW)
-        frames = frame_of_edge[order].tolist()
-        self.blocks: List[Tuple[int, int, int]] = []                             # (frame, start, stop)
-        start = 0
-        for k in range(1, len(frames) + 1):
-            if k == len(frames) or frames[k] != frames[start]:
-                self.blocks.append((frames[start], start, k))
-                start = k
 
     def value_and_grads(self, world: torch.Tensor, sim: torch.Tensor):
         """Loss sum and its gradients wrt world (N, 3, HW) and the sorted similarities sim (E, 3, 4).

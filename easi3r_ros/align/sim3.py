@@ -53,11 +53,6 @@ def apply_sim3_to_poses(sim: np.ndarray, poses_c2w: np.ndarray) -> np.ndarray:
     return out
 
 
-def apply_sim3_to_points(sim: np.ndarray, pts: np.ndarray) -> np.ndarray:
-    pts = np.asarray(pts, np.float64)
-    return pts @ sim[:3, :3].T + sim[:3, 3]
-
-
 def umeyama(src: np.ndarray, dst: np.ndarray, weights: Optional[np.ndarray] = None,
             with_scale: bool = True) -> Tuple[float, np.ndarray, np.ndarray]:
     """Weighted Umeyama: (s, R, t) minimising Σ w‖s·R·src + t − dst‖² (s = 1 without scale).

@@ -72,6 +72,8 @@ from typing import Dict, Mapping, Optional, Union
 import numpy as np
 import torch
 
+from .segmentation import to_numpy
+
 ArrayLike = Union[np.ndarray, torch.Tensor]
 
 DEFAULT_STATISTIC = "sigma_src_ratio"
@@ -79,15 +81,11 @@ LEVEL_THRESHOLD = 0.07  # measured, see the module docstring
 DEFAULT_FLOOR = 1e-4
 
 
-def _np(x) -> np.ndarray:
-    return x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
-
-
 def _raw_channel_means(raw: Mapping[str, ArrayLike]) -> Dict[str, np.ndarray]:
     def get(name):
         for key in (name, "pass1_" + name, "pass2_" + name):
             if key in raw:
-                return _np(raw[key]).astype(np.float64).mean(axis=-1)
+                return to_numpy(raw[key]).astype(np.float64).mean(axis=-1)
         raise KeyError(f"raw statistics need {name!r} (got {sorted(raw)[:8]})")
     return {"m_src": get("attn_k_i_mean_raw"), "s_src": get("attn_k_i_std_raw"),
             "m_ref": get("attn_k_j_mean_raw"), "s_ref": get("attn_k_j_std_raw")}
@@ -110,7 +108,7 @@ def motion_statistics(raw: Mapping[str, ArrayLike], fg_tokens: ArrayLike,
     Returns floats (and one per-frame array); an empty F gives 0 for the F-based statistics.
     """
     c = _raw_channel_means(raw)
-    fg = _np(fg_tokens).astype(bool)
+    fg = to_numpy(fg_tokens).astype(bool)
     if fg.shape != c["s_src"].shape:
         raise ValueError(f"fg_tokens {fg.shape} do not match the token grid {c['s_src'].shape}")
     s_src, s_ref, m_src, m_ref = c["s_src"], c["s_ref"], c["m_src"], c["m_ref"]
@@ -134,7 +132,7 @@ def motion_statistics(raw: Mapping[str, ArrayLike], fg_tokens: ArrayLike,
             per_frame[n] = s_src[n][fg[n]].mean() / (med_s + floor)
     out["sigma_src_ratio_per_frame"] = per_frame
     if labels is not None:
-        lab = _np(labels).astype(np.int64).reshape(-1)
+        lab = to_numpy(labels).astype(np.int64).reshape(-1)
         flat = s_src.reshape(-1)
         if lab.shape != flat.shape:
             raise ValueError("labels do not match the token grid")
@@ -181,7 +179,10 @@ class MotionGuard:
 
     def decide(self, raw: Mapping[str, ArrayLike], fg_tokens: ArrayLike,
                labels: Optional[ArrayLike] = None) -> GuardDecision:
-        stats = motion_statistics(raw, fg_tokens, labels=labels, floor=self.floor)
+        return self.judge(motion_statistics(raw, fg_tokens, labels=labels, floor=self.floor))
+
+    def judge(self, stats: Mapping[str, object]) -> GuardDecision:
+        """The decision from statistics already computed by :func:`motion_statistics` (with ``self.floor``)."""
         level, contrast = float(stats["evidence_level"]), float(stats["sigma_src_ratio"])
         moving = ((self.level_threshold is None or level >= self.level_threshold)
                   and (self.contrast_threshold is None or contrast >= self.contrast_threshold))

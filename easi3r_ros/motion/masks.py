@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from .aggregation import AggregatedAttention, aggregate_attention
-from .guard import GuardDecision, MotionGuard, motion_statistics  # noqa: F401 (GuardDecision re-exported)
+from .guard import DEFAULT_FLOOR, GuardDecision, MotionGuard, motion_statistics  # noqa: F401 (GuardDecision re-exported)
 from .segmentation import DEFAULT_CLUSTERS, DEFAULT_SEED, SegmentationResult, segment_dynamic, token_mask
 
 
@@ -64,8 +64,8 @@ def window_masks(maps_view1, maps_view2, edges, encoder_feat, image_size: Tuple[
                           random_state=random_state, kmeans=kmeans, labels=labels, device=device,
                           kmeans_threads=kmeans_threads)
     fg = token_mask(seg.masks)
-    stats = motion_statistics(agg.raw, fg, labels=seg.labels)
-    decision = None if guard is None else guard.decide(agg.raw, fg, labels=seg.labels)
+    stats = motion_statistics(agg.raw, fg, labels=seg.labels, floor=DEFAULT_FLOOR if guard is None else guard.floor)
+    decision = None if guard is None else guard.judge(stats)
     masks = seg.masks if decision is None else MotionGuard.apply(seg.masks, decision)
     tmask = fg if masks is seg.masks else token_mask(masks)
     return WindowMasks(masks=masks, token_masks=tmask, agg=agg, seg=seg, decision=decision, stats=stats,

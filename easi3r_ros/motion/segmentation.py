@@ -62,7 +62,7 @@ class SegmentationResult:
                 prefix + "otsu_threshold": np.float64(self.threshold), prefix + "dynamic_masks": self.masks}
 
 
-def _np(x: ArrayLike) -> np.ndarray:
+def to_numpy(x: ArrayLike) -> np.ndarray:
     return x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
 
 
@@ -89,7 +89,8 @@ def cluster_tokens(encoder_feat: ArrayLike, n_clusters: int = DEFAULT_CLUSTERS, 
     k = min(int(n_clusters), n_tok)
     if method == "sklearn":
         from sklearn.cluster import KMeans
-        x = np.ascontiguousarray(_np(feat).reshape(n_tok, shape[3]), dtype=np.float32)
+        from threadpoolctl import threadpool_limits
+        x = np.ascontiguousarray(to_numpy(feat).reshape(n_tok, shape[3]), dtype=np.float32)
         with warnings.catch_warnings():
             # duplicate points (e.g. identical frames) make sklearn warn about fewer distinct clusters
             warnings.simplefilter("ignore", category=UserWarning)
@@ -98,36 +99,27 @@ def cluster_tokens(encoder_feat: ArrayLike, n_clusters: int = DEFAULT_CLUSTERS, 
                 warnings.simplefilter("ignore", category=ConvergenceWarning)
             except ImportError:  # pragma: no cover
                 pass
-            if threads is None:
+            with threadpool_limits(limits=None if threads is None else int(threads)):   # None: no limit
                 labels = KMeans(n_clusters=k, random_state=random_state).fit_predict(x)
-            else:
-                from threadpoolctl import threadpool_limits
-                with threadpool_limits(limits=int(threads)):
-                    labels = KMeans(n_clusters=k, random_state=random_state).fit_predict(x)
     elif method == "torch":
         x = feat if isinstance(feat, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(feat))
         if device is not None:
             x = x.to(device)
-        labels = _np(torch_kmeans(x.reshape(n_tok, shape[3]).float(), k, seed=random_state))
+        labels = to_numpy(torch_kmeans(x.reshape(n_tok, shape[3]).float(), k, seed=random_state))
     else:
         raise SegmentationError(f"unknown k-means method {method!r} (use 'sklearn' or 'torch')")
     return np.asarray(labels, dtype=np.int64).reshape(shape[:3])
 
 
-def sklearn_kmeanspp_init(x: np.ndarray, n_clusters: int, random_state: int = DEFAULT_SEED,
-                          centered: bool = False) -> np.ndarray:
+def sklearn_kmeanspp_init(xc: np.ndarray, n_clusters: int, random_state: int = DEFAULT_SEED) -> np.ndarray:
     """The k-means++ centres scikit-learn's ``KMeans(n_clusters, random_state)`` starts from.
 
-    KMeans centres the data on its mean, then draws greedy k-means++ with a fresh
-    ``RandomState(random_state)`` and unit weights; we call scikit-learn's own ``kmeans_plusplus`` the
-    same way. ``x`` is centred here like KMeans does (``X -= X.mean(axis=0)`` in float32) unless
-    ``centered``. Returned centres are in the centred coordinates.
+    KMeans centres the data on its mean (``X -= X.mean(axis=0)`` in float32), then draws greedy
+    k-means++ with a fresh ``RandomState(random_state)`` and unit weights; we call scikit-learn's own
+    ``kmeans_plusplus`` the same way. ``xc`` (n, d) float32 is the data already centred that way.
     """
     from sklearn.cluster import kmeans_plusplus
     from threadpoolctl import threadpool_limits
-    xc = np.array(x, dtype=np.float32, order="C", copy=True)
-    if not centered:
-        xc -= xc.mean(axis=0)
     with threadpool_limits(limits=1):  # small BLAS calls: one thread is faster (and immune to contention)
         centers, _ = kmeans_plusplus(xc, n_clusters, sample_weight=np.ones(len(xc), dtype=xc.dtype),
                                      random_state=np.random.RandomState(random_state))
@@ -149,7 +141,7 @@ def torch_kmeans(x: torch.Tensor, n_clusters: int, seed: int = DEFAULT_SEED, max
     # centre exactly as scikit-learn does (numpy float32), then move to x's device
     xc = np.array(x.detach().cpu().numpy(), dtype=np.float32, order="C", copy=True)
     xc -= xc.mean(axis=0)
-    c = torch.from_numpy(sklearn_kmeanspp_init(xc, k, seed, centered=True)).to(x.device)
+    c = torch.from_numpy(sklearn_kmeanspp_init(xc, k, seed)).to(x.device)
     xf = torch.from_numpy(xc).to(x.device)
     tol_abs = float(tol) * float(xf.var(0, unbiased=False).mean())
     x_sq = (xf * xf).sum(1, keepdim=True)
@@ -187,8 +179,8 @@ def refine_by_clusters(dynamic_map: ArrayLike, labels: ArrayLike, eps: float = E
     Cluster means are numpy float32 means over the cluster's tokens in row-major order (bit-identical to
     the fixtures; a float64 or scatter-add mean differs in the last bit).
     """
-    d = np.asarray(_np(dynamic_map), dtype=np.float32)
-    lab = np.asarray(_np(labels), dtype=np.int64)
+    d = np.asarray(to_numpy(dynamic_map), dtype=np.float32)
+    lab = np.asarray(to_numpy(labels), dtype=np.int64)
     if d.shape != lab.shape:
         raise SegmentationError(f"dynamic map {d.shape} and labels {lab.shape} differ in shape")
     if d.ndim != 3:
@@ -210,7 +202,7 @@ def refine_by_clusters(dynamic_map: ArrayLike, labels: ArrayLike, eps: float = E
 
 def upsample(maps: ArrayLike, size: Tuple[int, int]) -> np.ndarray:
     """(N, h, w) → (N, H, W) bilinear, align_corners=False, float32."""
-    t = torch.as_tensor(_np(maps), dtype=torch.float32)[:, None]
+    t = torch.as_tensor(to_numpy(maps), dtype=torch.float32)[:, None]
     return F.interpolate(t, size=tuple(int(s) for s in size), mode="bilinear", align_corners=False)[:, 0].numpy()
 
 
@@ -226,7 +218,7 @@ def adaptive_multiotsu(values: ArrayLike, classes: Sequence[int] = (2, 3, 4), nb
     gives an empty mask with the strict comparison.
     """
     from skimage.filters import threshold_multiotsu
-    v = _np(values).ravel()
+    v = to_numpy(values).ravel()
     if v.size == 0:
         raise SegmentationError("no values to threshold")
     best_score, best_t, best_k = -np.inf, None, 0
@@ -249,7 +241,7 @@ def adaptive_multiotsu(values: ArrayLike, classes: Sequence[int] = (2, 3, 4), nb
 
 def threshold_masks(upsampled: ArrayLike, threshold: float) -> np.ndarray:
     """map > τ, strict, compared in float32 (τ cast to float32 like the reference's tensor compare)."""
-    u = _np(upsampled).astype(np.float32, copy=False)
+    u = to_numpy(upsampled).astype(np.float32, copy=False)
     return u > np.float32(threshold)
 
 
@@ -265,7 +257,7 @@ def segment_dynamic(dynamic_map: ArrayLike, encoder_feat: ArrayLike, image_size:
     ``image_size`` = (H, W) of the network input. ``labels`` may be passed to reuse a clustering
     (the encoder tokens are identical in both passes, so pass 2 can reuse pass 1's labels).
     """
-    d = _np(dynamic_map)
+    d = to_numpy(dynamic_map)
     if d.ndim != 3:
         raise SegmentationError(f"dynamic map must be (N, h, w), got {d.shape}")
     if labels is None:
@@ -274,7 +266,7 @@ def segment_dynamic(dynamic_map: ArrayLike, encoder_feat: ArrayLike, image_size:
                 f"encoder tokens {tuple(encoder_feat.shape)} do not match the dynamic map {d.shape}")
         labels = cluster_tokens(encoder_feat, n_clusters, random_state, method=kmeans, device=device,
                                 threads=kmeans_threads)
-    labels = np.asarray(_np(labels), dtype=np.int64)
+    labels = np.asarray(to_numpy(labels), dtype=np.int64)
     refined = refine_by_clusters(d, labels, eps=eps)
     up = upsample(refined, image_size)
     tau, k = adaptive_multiotsu(up)
@@ -285,7 +277,7 @@ def segment_dynamic(dynamic_map: ArrayLike, encoder_feat: ArrayLike, image_size:
 
 def token_mask(pixel_masks: ArrayLike, patch: int = PATCH) -> np.ndarray:
     """(N, H, W) pixel masks → (N, H/patch, W/patch) bool token masks: a token is dynamic if any pixel is."""
-    m = _np(pixel_masks)
+    m = to_numpy(pixel_masks)
     if m.ndim == 2:
         m = m[None]
     n, hh, ww = m.shape
