@@ -111,10 +111,8 @@ class Listener:
                 raise
 
     def qos(self, reliable=True, depth=200, latched=False):
-        from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
-        return QoSProfile(depth=depth, history=HistoryPolicy.KEEP_LAST,
-                          reliability=ReliabilityPolicy.RELIABLE if reliable else ReliabilityPolicy.BEST_EFFORT,
-                          durability=DurabilityPolicy.TRANSIENT_LOCAL if latched else DurabilityPolicy.VOLATILE)
+        from easi3r_ros.ros.qos import qos_profile
+        return qos_profile(depth, reliable, latched)
 
     def listen(self, topic, msg_type, latched=False, depth=200):
         self.msgs.setdefault(topic, [])
@@ -127,6 +125,11 @@ class Listener:
     def get(self, topic):
         with self.lock:
             return list(self.msgs.get(topic, []))
+
+    def node_statuses(self, since: int = 0):
+        """The node's DiagnosticStatus entries of /diagnostics messages ``since`` onwards, oldest first."""
+        from easi3r_ros.ros.diagnostics import STATUS_NAME
+        return [st for arr in self.get("/diagnostics")[since:] for st in arr.status if st.name == STATUS_NAME]
 
     def last_diag(self):
         from easi3r_ros.ros.diagnostics import STATUS_NAME
@@ -198,11 +201,11 @@ def get_params(listener, node_name, names):
 
 
 def image_msg(h, w, encoding="rgb8", data=None, stamp_ns=0, step=None, frame_id="cam_optical"):
-    from builtin_interfaces.msg import Time
     from sensor_msgs.msg import Image
     from std_msgs.msg import Header
-    sec, nsec = divmod(int(stamp_ns), 1_000_000_000)
-    return Image(header=Header(stamp=Time(sec=sec, nanosec=nsec), frame_id=frame_id), height=h, width=w,
+
+    from easi3r_ros.ros.conversions import ns_to_stamp
+    return Image(header=Header(stamp=ns_to_stamp(stamp_ns), frame_id=frame_id), height=h, width=w,
                  encoding=encoding, is_bigendian=0, step=step if step is not None else w * 3,
                  data=bytes(data) if data is not None else bytes(h * (step or w * 3)))
 

@@ -11,6 +11,8 @@ from ros_testing import (TINY, Listener, image_msg, next_domain, set_params, sta
                          start_node, stop, wait_log, wait_until)
 from stream_fakes import scene  # noqa: E402
 
+from easi3r_ros.ros.conversions import ns_to_stamp, stamp_to_ns  # noqa: E402
+
 _clock = itertools.count(1)
 
 
@@ -21,7 +23,6 @@ def _stamp():
 
 class Rig:
     def __init__(self, tmp):
-        from rclpy.qos import QoSProfile, ReliabilityPolicy
         from sensor_msgs.msg import CompressedImage, Image
         self.domain = next_domain()
         self.log = tmp / "node.log"
@@ -29,7 +30,7 @@ class Rig:
         standard_outputs(self.listener)
         self.node = start_node(self.domain, dict(TINY, flush_after=0.5), self.log,
                                remaps={"image": "/cam/image_raw", "image/compressed": "/cam/image_raw/compressed"})
-        qos = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE)
+        qos = self.listener.qos(depth=100)
         self.pub = self.listener.node.create_publisher(Image, "/cam/image_raw", qos)
         self.cpub = self.listener.node.create_publisher(CompressedImage, "/cam/image_raw/compressed", qos)
         wait_until(lambda: self.pub.get_subscription_count() >= 1, 30, what="node subscription")
@@ -55,6 +56,7 @@ class Rig:
         d0 = self.fresh_diag()
         pub0, drop0 = int(d0["frames_published"]), int(d0["frames_dropped"])
         masks0 = len(self.listener.get("/easi3r/dynamic_mask"))
+        results0 = len(self.listener.get("/easi3r/frame_result"))
         stamps = stamps or [_stamp() for _ in frames]
         for img, st in zip(frames, stamps):
             if publish is None:
@@ -64,23 +66,28 @@ class Rig:
                 publish(img, st)
 
         def done():
-            # diagnostics and masks are different topics: wait for both to account for every frame
+            # diagnostics, masks and frame results are different topics: wait for all to account for every frame
             d = self.diag()
-            return int(d["frames_published"]) + int(d["frames_dropped"]) - pub0 - drop0 == len(frames) and \
-                len(self.listener.get("/easi3r/dynamic_mask")) - masks0 == int(d["frames_published"]) - pub0
+            n = int(d["frames_published"]) - pub0
+            return n + int(d["frames_dropped"]) - drop0 == len(frames) and \
+                len(self.listener.get("/easi3r/dynamic_mask")) - masks0 == n and \
+                len(self.listener.get("/easi3r/frame_result")) - results0 == n
         wait_until(done, 90, step=0.1, what="frames published or dropped")
         return self.listener.get("/easi3r/dynamic_mask")[masks0:], stamps
 
     def reject(self, msg, reason):
         before = self.fresh_diag()
         n = int(before["frames_rejected"])
+        since = len(self.listener.get("/diagnostics"))
         self.pub.publish(msg)
         wait_until(lambda: self.count("frames_rejected") == n + 1, 30, what="rejection counted")
         assert reason in self.diag()["last_input_error"]
         wait_log(self.log, reason)
-        wait_until(lambda: "input frames rejected" in (self.listener.last_diag().message or ""), 30,
-                   what="WARN diagnostics")
-        assert self.listener.last_diag().level in (b"\x01", 1)
+
+        def warned():   # the rejection is reported once, in the next status after it
+            return [st for st in self.listener.node_statuses(since) if "input frames rejected" in st.message]
+        wait_until(warned, 30, what="WARN diagnostics")
+        assert warned()[0].level in (b"\x01", 1)
         self.alive()
 
 
@@ -113,7 +120,7 @@ def test_odd_sizes(rig):
     # odd but valid sizes are processed: masks at the source resolution
     masks, stamps = rig.send_frames([scene(k, 67, 93) for k in range(5)])
     assert masks and all((m.height, m.width) == (67, 93) for m in masks)
-    assert {m.header.stamp.sec * 10**9 + m.header.stamp.nanosec for m in masks} <= set(stamps)
+    assert {stamp_to_ns(m.header.stamp) for m in masks} <= set(stamps)
     rig.alive()
 
 
@@ -127,12 +134,11 @@ def test_time_going_backwards_resets_cleanly(rig):
     wait_log(rig.log, "time went backwards")
     assert rig.count("resets") >= resets + 1
     assert "backwards" in rig.diag()["last_reset"]
-    assert all(m.header.stamp.sec * 10**9 + m.header.stamp.nanosec in first for m in masks2)
-    # the new segment's trajectory restarts at the odometry origin
-    wait_until(lambda: len(rig.listener.get("/easi3r/frame_result")) - n_results == len(masks2), 30,
-               what="frame results")
+    assert all(stamp_to_ns(m.header.stamp) in first for m in masks2)
+    # the new segment's trajectory restarts at the odometry origin (send_frames waited for the results)
     res = rig.listener.get("/easi3r/frame_result")[n_results:]
-    if res and res[0].header.stamp.sec * 10**9 + res[0].header.stamp.nanosec == first[0]:
+    assert len(res) == len(masks2) > 0
+    if stamp_to_ns(res[0].header.stamp) == first[0]:
         p = res[0].pose.position
         assert abs(p.x) + abs(p.y) + abs(p.z) < 1e-6
     rig.alive()
@@ -144,8 +150,8 @@ def test_resolution_change_midstream(rig):
     masks2, _ = rig.send_frames([scene(k, 72, 96) for k in range(5)])
     wait_log(rig.log, "resolution changed")
     assert rig.count("resets") >= resets + 1
-    assert all((m.height, m.width) == (64, 80) for m in masks1)
-    assert all((m.height, m.width) == (72, 96) for m in masks2)
+    assert masks1 and all((m.height, m.width) == (64, 80) for m in masks1)
+    assert masks2 and all((m.height, m.width) == (72, 96) for m in masks2)
     rig.alive()
 
 
@@ -168,7 +174,6 @@ def test_invalid_parameters_are_refused(rig):
 
 def test_compressed_input_at_run_time(rig):
     import cv2
-    from builtin_interfaces.msg import Time
     from sensor_msgs.msg import CompressedImage
     from std_msgs.msg import Header
     (ok, reason), = set_params(rig.listener, "easi3r", input_transport="compressed")
@@ -178,12 +183,11 @@ def test_compressed_input_at_run_time(rig):
 
     def publish_png(img, stamp):
         ok_, buf = cv2.imencode(".png", img[:, :, ::-1])
-        sec, nsec = divmod(stamp, 10**9)
-        rig.cpub.publish(CompressedImage(header=Header(stamp=Time(sec=sec, nanosec=nsec), frame_id="cam_optical"),
+        rig.cpub.publish(CompressedImage(header=Header(stamp=ns_to_stamp(stamp), frame_id="cam_optical"),
                                          format="png", data=buf.tobytes()))
     masks, stamps = rig.send_frames([scene(k, 48, 64) for k in range(5)], publish=publish_png)
     assert masks and all((m.height, m.width) == (48, 64) for m in masks)
-    assert {m.header.stamp.sec * 10**9 + m.header.stamp.nanosec for m in masks} <= set(stamps)
+    assert {stamp_to_ns(m.header.stamp) for m in masks} <= set(stamps)
     rig.cpub.publish(CompressedImage(header=Header(frame_id="cam_optical"), format="jpeg", data=b"garbage"))
     wait_until(lambda: rig.count("frames_rejected") == rej0 + 1, 30, what="corrupt JPEG rejected")
     (ok, reason), = set_params(rig.listener, "easi3r", input_transport="raw")

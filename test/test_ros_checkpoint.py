@@ -34,7 +34,6 @@ def _wait_error(listener, node, log, text):
 
 @pytest.mark.parametrize("kind", ["missing", "corrupt"])
 def test_bad_checkpoint_reports_error_and_stays_up(tmp_path, kind):
-    from rclpy.qos import QoSProfile, ReliabilityPolicy
     from sensor_msgs.msg import Image
     if kind == "missing":
         ckpt, text = tmp_path / "nope.pth", "checkpoint not found"
@@ -55,8 +54,7 @@ def test_bad_checkpoint_reports_error_and_stays_up(tmp_path, kind):
             assert get_params(listener, "easi3r", ["window_size", "preset"]) == {"window_size": 8, "preset": "robot"}
             wait_log(log, "parameter refused")
         # frames arriving meanwhile are counted as dropped, not buffered forever
-        pub = listener.node.create_publisher(Image, "/cam/image_raw", QoSProfile(depth=10,
-                                             reliability=ReliabilityPolicy.RELIABLE))
+        pub = listener.node.create_publisher(Image, "/cam/image_raw", listener.qos(depth=10))
         wait_until(lambda: pub.get_subscription_count() >= 1, 30, what="node subscription")
         pub.publish(image_msg(32, 32, "rgb8", bytes(32 * 96), 5))
         wait_until(lambda: listener.diag_values().get("frames_dropped") == "1", 30, what="drop counted")

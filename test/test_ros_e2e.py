@@ -26,12 +26,11 @@ def bag(tmp_path_factory):
     return path
 
 
-def _ns(stamp):
-    return stamp.sec * 1_000_000_000 + stamp.nanosec
+PER_FRAME_TOPICS = ("/easi3r/dynamic_mask", "/easi3r/frame_result", "/easi3r/camera_info")
 
 
 def test_bag_player_node_listener(bag, tmp_path):
-    from easi3r_ros.ros.conversions import cloud_to_array
+    from easi3r_ros.ros.conversions import cloud_to_array, stamp_to_ns
 
     domain = next_domain()
     listener = Listener(domain)
@@ -44,19 +43,25 @@ def test_bag_player_node_listener(bag, tmp_path):
         player = start_player(domain, bag, tmp_path / "player.log", "--wait-for-subscribers", "1", "--rate", "3")
 
         def accounted():
+            # diagnostics count first; every per-frame topic is a separate stream that must catch up
             d = listener.diag_values()
             if not d:
                 return False
-            return int(d["frames_published"]) + int(d["frames_dropped"]) == N_FRAMES and \
-                len(listener.get("/easi3r/dynamic_mask")) == int(d["frames_published"])
-        wait_until(accounted, 120, step=0.2, what="every frame published or dropped")
+            n = int(d["frames_published"])
+            paths = listener.get("/easi3r/path")
+            return n + int(d["frames_dropped"]) == N_FRAMES and \
+                all(len(listener.get(t)) == n for t in PER_FRAME_TOPICS) and \
+                sum(len(m.transforms) for m in listener.get("/tf")) == n and \
+                (n == 0 or (paths and len(paths[-1].poses) == n)) and \
+                (n == 0 or (listener.get("/easi3r/window_stats") and listener.get("/easi3r/static_cloud")))
+        wait_until(accounted, 120, step=0.2, what="every frame published or dropped, on every output")
         assert player.wait(10) == 0, (tmp_path / "player.log").read_text()
         assert node.poll() is None
 
         d = listener.diag_values()
         masks = listener.get("/easi3r/dynamic_mask")
         # every input frame: exactly one mask with its stamp and size, or counted as dropped
-        stamps = [_ns(m.header.stamp) for m in masks]
+        stamps = [stamp_to_ns(m.header.stamp) for m in masks]
         assert len(stamps) == len(set(stamps)) and set(stamps) <= set(STAMPS)
         assert int(d["frames_in"]) == N_FRAMES and int(d["frames_rejected"]) == 0
         assert len(masks) + int(d["frames_dropped"]) == N_FRAMES
@@ -73,7 +78,7 @@ def test_bag_player_node_listener(bag, tmp_path):
 
         # own messages decode and match the masks
         results = listener.get("/easi3r/frame_result")
-        assert [_ns(r.header.stamp) for r in results] == stamps
+        assert [stamp_to_ns(r.header.stamp) for r in results] == stamps
         for r, m in zip(results, masks):
             assert r.odom_frame_id == "odom" and (r.width, r.height) == (W, H) and len(r.k) == 9
             assert r.mask.data == m.data and r.header.frame_id == "cam_optical"
@@ -96,12 +101,13 @@ def test_bag_player_node_listener(bag, tmp_path):
                     assert parents.setdefault(t.child_frame_id, t.header.frame_id) == t.header.frame_id
         assert parents == {"base_link": "odom", "cam_optical": "base_link"}
         dyn = [t for msg in listener.get("/tf") for t in msg.transforms]
-        assert sorted(_ns(t.header.stamp) for t in dyn) == stamps
+        assert sorted(stamp_to_ns(t.header.stamp) for t in dyn) == stamps
 
         # the path follows the published frames
         path = listener.get("/easi3r/path")[-1]
         assert path.header.frame_id == "odom" and len(path.poses) == len(masks)
-        # base_link starts at the odometry origin
+        # base_link starts at the odometry origin (unless the first frame was dropped)
+        assert stamps[0] == STAMPS[0] or int(d["frames_dropped"]) > 0
         if stamps[0] == STAMPS[0]:
             p0 = path.poses[0].pose.position
             assert abs(p0.x) + abs(p0.y) + abs(p0.z) < 1e-6

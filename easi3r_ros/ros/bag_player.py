@@ -22,9 +22,7 @@ class PlayStats:
     per_topic: Dict[str, int] = field(default_factory=dict)
     loops: int = 0
     wall_s: float = 0.0
-    bag_s: float = 0.0
     max_lag_s: float = 0.0     # how far publication fell behind the recorded schedule
-    matched: Dict[str, int] = field(default_factory=dict)  # subscribers per topic at the start
 
 
 def message_class(msgtype: str):
@@ -37,13 +35,6 @@ def message_class(msgtype: str):
         return getattr(importlib.import_module(f"{pkg}.{kind}"), name)
     except (ImportError, AttributeError) as exc:
         raise RuntimeError(f"message type {msgtype} is not available in this environment ({exc})") from None
-
-
-def _qos(reliable: bool, depth: int = 100):
-    from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
-    return QoSProfile(depth=depth, history=HistoryPolicy.KEEP_LAST,
-                      reliability=ReliabilityPolicy.RELIABLE if reliable else ReliabilityPolicy.BEST_EFFORT,
-                      durability=DurabilityPolicy.VOLATILE)
 
 
 def play_bag(path, topics: Optional[Sequence[str]] = None, rate: float = 1.0, loop: bool = False,
@@ -61,6 +52,8 @@ def play_bag(path, topics: Optional[Sequence[str]] = None, rate: float = 1.0, lo
     from rclpy.node import Node
 
     from ..io.bag import bag_topics, read_raw_messages
+    from .conversions import ns_to_stamp
+    from .qos import qos_profile
 
     if not rate > 0:
         raise ValueError(f"rate must be > 0 (got {rate})")
@@ -73,13 +66,12 @@ def play_bag(path, topics: Optional[Sequence[str]] = None, rate: float = 1.0, lo
     node = Node(node_name, context=context) if context is not None else Node(node_name)
     stats = PlayStats()
     try:
-        pubs = {t: node.create_publisher(message_class(available[t]), remap.get(t, t), _qos(reliable))
+        pubs = {t: node.create_publisher(message_class(available[t]), remap.get(t, t), qos_profile(100, reliable))
                 for t in wanted}
         clock_pub = None
         if publish_clock:
             from rosgraph_msgs.msg import Clock
-            from rclpy.qos import QoSProfile
-            clock_pub = node.create_publisher(Clock, "/clock", QoSProfile(depth=1))
+            clock_pub = node.create_publisher(Clock, "/clock", qos_profile(1))
         if wait_for_subscribers > 0:
             end = time.monotonic() + wait_timeout
             while any(p.get_subscription_count() < wait_for_subscribers for p in pubs.values()):
@@ -88,7 +80,6 @@ def play_bag(path, topics: Optional[Sequence[str]] = None, rate: float = 1.0, lo
                     raise TimeoutError(f"waited {wait_timeout:g} s for {wait_for_subscribers} subscriber(s) on "
                                        f"each topic; have {low}")
                 time.sleep(0.02)
-        stats.matched = {t: p.get_subscription_count() for t, p in pubs.items()}
         t_start = time.monotonic()
         while True:
             t0_bag = None
@@ -105,15 +96,10 @@ def play_bag(path, topics: Optional[Sequence[str]] = None, rate: float = 1.0, lo
                 else:
                     stats.max_lag_s = max(stats.max_lag_s, now - due)
                 if clock_pub is not None:
-                    from builtin_interfaces.msg import Time
-                    from rosgraph_msgs.msg import Clock
-                    sec, nsec = divmod(raw.timestamp_ns, 1_000_000_000)
-                    clock_pub.publish(Clock(clock=Time(sec=sec, nanosec=nsec)))
+                    clock_pub.publish(Clock(clock=ns_to_stamp(raw.timestamp_ns)))
                 pubs[raw.topic].publish(raw.data)  # serialised CDR bytes, published as they are
                 stats.messages += 1
                 stats.per_topic[raw.topic] = stats.per_topic.get(raw.topic, 0) + 1
-                if t0_bag is not None:
-                    stats.bag_s = max(stats.bag_s, (raw.timestamp_ns - t0_bag) / 1e9)
             stats.loops += 1
             if not loop or (stop_event is not None and stop_event.is_set()) or not rclpy.ok(context=context) \
                     or (max_loops is not None and stats.loops >= max_loops):

@@ -119,12 +119,12 @@ def main(argv: Optional[List[str]] = None) -> int:
     import rclpy
     from diagnostic_msgs.msg import DiagnosticArray
     from rclpy.executors import SingleThreadedExecutor
-    from rclpy.qos import QoSProfile, ReliabilityPolicy
     from sensor_msgs.msg import Image
 
     from easi3r_ros.msg import WindowStats
 
     from .diagnostics import values_of
+    from .qos import qos_profile
 
     os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
     domain = args.domain_id if args.domain_id is not None else random.randint(30, 99)
@@ -182,7 +182,7 @@ def main(argv: Optional[List[str]] = None) -> int:
                     got["diag"] = vals
                     got["diag_msg"] = msg.status[0].message
 
-        qos = QoSProfile(depth=200, reliability=ReliabilityPolicy.RELIABLE)
+        qos = qos_profile(200)
         listener.create_subscription(Image, "/easi3r/dynamic_mask", on_mask, qos)
         listener.create_subscription(WindowStats, "/easi3r/window_stats", on_stats, qos)
         listener.create_subscription(DiagnosticArray, "/diagnostics", on_diag, 10)

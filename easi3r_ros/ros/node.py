@@ -128,7 +128,9 @@ class _LogLimiter:
 
 def _build_node_class():
     from rclpy.node import Node
-    from rclpy.qos import (DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data)
+    from rclpy.qos import qos_profile_sensor_data
+
+    from .qos import qos_profile
 
     class Easi3rNode(Node):
         def __init__(self, node_name: str = DEFAULT_NODE_NAME, **kwargs):
@@ -186,10 +188,7 @@ def _build_node_class():
 
             from easi3r_ros.msg import FrameResult, WindowStats
 
-            out = QoSProfile(depth=20, history=HistoryPolicy.KEEP_LAST, reliability=ReliabilityPolicy.RELIABLE,
-                             durability=DurabilityPolicy.VOLATILE)
-            latched = QoSProfile(depth=1, history=HistoryPolicy.KEEP_LAST, reliability=ReliabilityPolicy.RELIABLE,
-                                 durability=DurabilityPolicy.TRANSIENT_LOCAL)
+            out, latched = qos_profile(20), qos_profile(1, latched=True)
             self.pub_mask = self.create_publisher(Image, "~/dynamic_mask", out)
             self.pub_cloud = self.create_publisher(PointCloud2, "~/static_cloud", out)
             self.pub_map = self.create_publisher(PointCloud2, "~/static_map", latched)
@@ -206,10 +205,7 @@ def _build_node_class():
             from sensor_msgs.msg import CameraInfo, CompressedImage, Image
             for sub in self._own_subs:
                 self.destroy_subscription(sub)
-            rel = (ReliabilityPolicy.RELIABLE if self._values["input_reliability"] == "reliable"
-                   else ReliabilityPolicy.BEST_EFFORT)
-            qos = QoSProfile(depth=int(self._values["input_depth"]), history=HistoryPolicy.KEEP_LAST,
-                             reliability=rel, durability=DurabilityPolicy.VOLATILE)
+            qos = qos_profile(self._values["input_depth"], reliable=self._values["input_reliability"] == "reliable")
             if self._values["input_transport"] == "compressed":
                 img = self.create_subscription(CompressedImage, "image/compressed", self._on_compressed, qos)
             else:
@@ -287,10 +283,11 @@ def _build_node_class():
 
         def _on_set_parameters(self, params):
             from rcl_interfaces.msg import SetParametersResult
-            why = check_all(self._proposed(params))
+            proposed = self._proposed(params)
+            why = check_all(proposed)
             if why is None:
                 try:
-                    stream_config(self._proposed(params))
+                    stream_config(proposed)
                 except (StreamConfigError, ValueError) as exc:
                     why = str(exc)
             if why is not None:
@@ -346,7 +343,7 @@ def _build_node_class():
                 r = p.result
                 cam = self.camera_frame(header.frame_id)
                 h, w = r.mask_camera.shape
-                mask = mask_to_image(r.mask_camera, header)
+                mask = mask_to_image(r.mask_camera, header) if v["publish_mask"] or v["publish_results"] else None
                 if v["publish_mask"]:
                     self.pub_mask.publish(mask)
                 if v["publish_camera_info"]:
@@ -370,8 +367,7 @@ def _build_node_class():
                 self._estimated_fx = float(r.intrinsics_camera[0][0])
             if not out.published:
                 return self._publish_stats(out)
-            last = out.published[-1].frame
-            stamp = (last.header.stamp if last.header is not None else ns_to_stamp(last.stamp_ns))
+            stamp = header.stamp   # the last published frame's
             if v["publish_tf"]:
                 self.tf.send(tfs)
             with self._lock:

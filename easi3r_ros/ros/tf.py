@@ -8,6 +8,7 @@ from typing import Dict, Iterable
 import numpy as np
 
 from .conversions import quat_from_matrix
+from .qos import qos_profile
 
 try:  # a real ROS 2 install
     import tf2_ros as _tf2_ros
@@ -27,15 +28,13 @@ def transform_stamped(parent: str, child: str, t: np.ndarray, stamp):
 
 
 def dynamic_qos():
-    from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
-    return QoSProfile(depth=100, history=HistoryPolicy.KEEP_LAST, reliability=ReliabilityPolicy.RELIABLE,
-                      durability=DurabilityPolicy.VOLATILE)
+    """tf2_ros's /tf profile."""
+    return qos_profile(100)
 
 
 def static_qos():
-    from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
-    return QoSProfile(depth=1, history=HistoryPolicy.KEEP_LAST, reliability=ReliabilityPolicy.RELIABLE,
-                      durability=DurabilityPolicy.TRANSIENT_LOCAL)
+    """tf2_ros's /tf_static profile (latched)."""
+    return qos_profile(1, latched=True)
 
 
 class TfBroadcaster:
