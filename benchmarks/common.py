@@ -21,6 +21,11 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+def weights_mb(net) -> float:
+    """Size of a network's tensors, MiB."""
+    return sum(p.numel() * p.element_size() for p in net.state_dict().values()) / 2**20
+
+
 def machine() -> str:
     import torch
 

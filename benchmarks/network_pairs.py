@@ -23,7 +23,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import RESULTS, emit, machine, peak_rss_mb, run_child  # noqa: E402
+from common import RESULTS, emit, machine, peak_rss_mb, run_child, weights_mb  # noqa: E402
 
 
 def _frames(model_size: int, n: int):
@@ -42,12 +42,12 @@ def child(args) -> None:
     import easi3r_ros.model.blocks as blocks
     from easi3r_ros.model.checkpoint import random_network
     from easi3r_ros.pipeline.scene_graph import make_edges
+    from easi3r_ros.pipeline.window import resolve_device
 
     torch.set_grad_enabled(False)
-    device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else
-                          "cpu" if args.device == "auto" else args.device)
+    device = resolve_device(args.device)
     net, _ = random_network(args.model, seed=0, device=device)
-    weights_mb = sum(p.numel() * p.element_size() for p in net.state_dict().values()) / 2**20
+    weights = weights_mb(net)
     images = _frames(net.cfg.image_size, args.frames).to(device)
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     edges = make_edges("swinstride-5", args.frames)
@@ -82,7 +82,7 @@ def child(args) -> None:
     gpu_peak = torch.cuda.max_memory_allocated() / 2**20 if device.type == "cuda" else None
     emit({"model": args.model, "mode": args.mode, "pairs": len(edges), "frames": args.frames,
           "seconds": seconds, "seconds_per_pair": seconds / len(edges), "peak_rss_mb": peak_rss_mb(),
-          "rss_before_mb": rss_before, "weights_mb": weights_mb, "hw": list(images.shape[-2:]),
+          "rss_before_mb": rss_before, "weights_mb": weights, "hw": list(images.shape[-2:]),
           "device": str(device), "gpu_peak_mb": gpu_peak})
 
 

@@ -17,7 +17,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import RESULTS, emit, machine, peak_rss_mb, run_child  # noqa: E402
+from common import RESULTS, emit, machine, peak_rss_mb, run_child, weights_mb  # noqa: E402
 
 # Original Easi3R, 2 CPU cores, 6 frames, 18 ordered pairs (issue tracker).
 REFERENCE = {
@@ -35,7 +35,7 @@ def child(args) -> None:
 
     torch.set_grad_enabled(False)
     net, _ = random_network(args.model, seed=0)
-    weights_mb = sum(p.numel() * p.element_size() for p in net.state_dict().values()) / 2**20
+    weights = weights_mb(net)
     pipe = WindowPipeline(net, WindowConfig(niter=args.niter, kmeans=args.kmeans))
     runs = []
     for seed in (0, 1):  # a cold first window, then a warm one on other frames (nothing cached is reused)
@@ -44,7 +44,7 @@ def child(args) -> None:
         result = pipe.run(frames)
         runs.append((result.timings, time.perf_counter() - t))
     emit({"model": args.model, "timings": runs[1][0], "wall_s": runs[1][1], "cold_timings": runs[0][0],
-          "cold_wall_s": runs[0][1], "peak_rss_mb": peak_rss_mb(), "weights_mb": weights_mb,
+          "cold_wall_s": runs[0][1], "peak_rss_mb": peak_rss_mb(), "weights_mb": weights,
           "pairs": len(result.edges), "niter": args.niter, "kmeans": args.kmeans})
 
 

@@ -68,18 +68,22 @@ def _add_run(sub) -> None:
 def _cmd_run(args) -> int:
     from .io.frames import check_same_size, open_frames
     from .model.checkpoint import load_checkpoint, random_network
-    from .pipeline.offline import RANDOM_WEIGHTS_WARNING, describe, run_offline
+    from .pipeline.offline import RANDOM_WEIGHTS_WARNING, describe, run_offline, sliding_config
+    from .pipeline.stream import StreamConfigError
     from .pipeline.window import WindowPipeline, preset_config, resolve_device
 
     if args.window and args.window < 3:
         raise CliError(f"--window must be 0 (all frames) or >= 3, got {args.window}")
-    if args.stride and args.window and args.stride > args.window:
-        raise CliError(f"--stride ({args.stride}) cannot exceed --window ({args.window})")
     frames = list(open_frames(args.input, topic=args.topic, fps=args.fps, stride=args.every,
                               max_frames=args.max_frames))
     if len(frames) < 3:
         raise CliError(f"{args.input}: {len(frames)} frame(s); Easi3R needs at least 3 frames in a window")
     check_same_size(frames)  # before the (slow) model load
+    if args.window and args.window < len(frames):
+        try:
+            sliding_config(len(frames), args.window, args.stride)
+        except StreamConfigError as exc:
+            raise CliError(f"--window {args.window} --stride {args.stride}: {exc}") from None
     config = preset_config(args.preset, image_size=args.image_size, device=args.device, precision=args.precision,
                            niter=args.niter, scene_graph=args.scene_graph, kmeans=args.kmeans, keep_arrays=True)
     device = resolve_device(args.device)
@@ -177,18 +181,20 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     from .io.frames import InputError
-    from .model.checkpoint import CheckpointError
-    from .model.config import ModelConfigError
-    from .pipeline.scene_graph import SceneGraphError
-    from .pipeline.window import WindowError
 
+    errors = (CliError, InputError, FileExistsError)
+    if args.command == "run":  # these modules import torch: only where the command needs them
+        from .model.checkpoint import CheckpointError
+        from .model.config import ModelConfigError
+        from .pipeline.scene_graph import SceneGraphError
+        from .pipeline.window import WindowError
+        errors += (CheckpointError, ModelConfigError, SceneGraphError, WindowError)
     try:
         if args.command == "run":
             return _cmd_run(args)
         if args.command == "bag":
             return _cmd_bag(args)
-    except (CliError, InputError, CheckpointError, ModelConfigError, SceneGraphError, WindowError,
-            FileExistsError) as exc:
+    except errors as exc:
         parser.exit(2, f"easi3r: error: {exc}\n")
     return 1
 

@@ -111,6 +111,8 @@ def test_errors_are_one_clear_line(tmp_path, capsys):
                    "checkpoint not found")
     one_line_error(run_cli(["run", three, "--random-weights", "huge-model", "--out", tmp_path], capsys),
                    "unknown model 'huge-model'")
+    five = write_frames(tmp_path / "five", make_window(6, size=(64, 96), seed=0).frames)
+    one_line_error(run_cli(["run", five, *base, "--window", "5", "--stride", "4"], capsys), "stride must be in")
 
 
 def test_bag_from_video_and_run_on_the_bag(clip, tmp_path, capsys):

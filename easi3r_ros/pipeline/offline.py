@@ -14,6 +14,7 @@ from typing import Dict, Iterable, List
 
 import numpy as np
 
+from ..align.sim3 import sim3_decompose
 from ..io.frames import IMAGE_EXTENSIONS, Frame, InputError, check_same_size
 from ..io.writers import (OverlayVideoWriter, write_depth, write_mask_png, write_ply, write_results_npz,
                           write_tum)
@@ -97,7 +98,7 @@ def run_offline(frames: Iterable[Frame], pipeline: WindowPipeline, out_dir: Path
     summary = RunSummary(frames=len(frames), random_weights=bool(meta.get("random_weights")))
     writer = RunWriter(out_dir, meta)
     if window and window < len(frames):
-        results, arrays, timings, n_windows = run_windows(pipeline, frames, window, stride or max(1, window // 2))
+        results, arrays, timings, n_windows = run_windows(pipeline, frames, sliding_config(len(frames), window, stride))
     else:
         result = pipeline.run([f.rgb for f in frames], [f.stamp_ns for f in frames],
                               frame_ids=list(range(len(frames))))
@@ -107,7 +108,7 @@ def run_offline(frames: Iterable[Frame], pipeline: WindowPipeline, out_dir: Path
     summary.outputs = writer.close(arrays)
     summary.windows = n_windows
     summary.timings = timings
-    summary.seconds = float(sum(v for k, v in timings.items() if k != "total_s"))
+    summary.seconds = float(timings["total_s"])
     return summary
 
 
@@ -135,19 +136,24 @@ class _Collector(StreamSink):
 def _in_trajectory(pub: PublishedFrame) -> FrameResult:
     """The frame's result moved from its window's world onto the chained trajectory (and its scale)."""
     res = pub.result
-    scale = float(np.cbrt(np.linalg.det(pub.to_odom[:3, :3])))
+    scale = sim3_decompose(pub.to_odom)[0]
     points = res.static_points @ pub.to_odom[:3, :3].T.astype(np.float32) + pub.to_odom[:3, 3].astype(np.float32)
     return replace(res, cam_to_world=pub.odom_T_cam, depth=res.depth * np.float32(scale), static_points=points)
 
 
-def run_windows(pipeline: WindowPipeline, frames: List[Frame], window: int, stride: int):
+def sliding_config(n_frames: int, window: int, stride: int = 0) -> StreamConfig:
+    """The validated stream configuration of an offline run over ``n_frames`` in windows of ``window``
+    frames every ``stride`` (0: half a window). Raises StreamConfigError."""
+    return StreamConfig(window_size=window, stride=stride or max(1, window // 2), queue_limit=n_frames + window,
+                        cloud_voxel_size=0.0, odom_T_world=tuple(map(tuple, np.eye(4)))).validate()
+
+
+def run_windows(pipeline: WindowPipeline, frames: List[Frame], config: StreamConfig):
     """Sliding windows through the same scheduler and Sim(3) chaining as the ROS node, synchronously.
 
     The trajectory's frame is the first camera's optical frame (as for a single window); each frame's
     result comes from the first window that gives it context on both sides (see :mod:`.stream`).
     """
-    config = StreamConfig(window_size=window, stride=stride, queue_limit=len(frames) + window,
-                          cloud_voxel_size=0.0, odom_T_world=tuple(map(tuple, np.eye(4))))
     sink = _Collector()
     processor = StreamProcessor(config, runner_factory=lambda: pipeline, sink=sink).start()
     pushed = [processor.push(f.rgb, f.stamp_ns, frame_id=frame_name(f)) for f in frames]

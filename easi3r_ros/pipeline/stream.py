@@ -252,7 +252,7 @@ class VoxelMap:
         self.clear()
 
     def clear(self) -> None:
-        with getattr(self, "_lock", threading.Lock()):
+        with self._lock:
             self._keys = np.zeros(0, np.int64)
             self._sum = np.zeros((0, 3)); self._col = np.zeros((0, 3)); self._n = np.zeros(0)
             self._seen = np.zeros(0, np.int64)
@@ -275,14 +275,13 @@ class VoxelMap:
             self._tick += 1
             keys = np.concatenate([self._keys, _voxel_keys(points, voxel)])
             uniq, inv = np.unique(keys, return_inverse=True)
-            m, old = len(uniq), len(self._keys)
+            m = len(uniq)
             s = np.zeros((m, 3)); c = np.zeros((m, 3))
             allp = np.concatenate([self._sum, points]); allc = np.concatenate([self._col, colors])
-            w = np.concatenate([np.ones(old), np.ones(len(points))])
             n = np.bincount(inv, np.concatenate([self._n, np.ones(len(points))]), m)
             for d in range(3):
-                s[:, d] = np.bincount(inv, allp[:, d] * w, m)
-                c[:, d] = np.bincount(inv, allc[:, d] * w, m)
+                s[:, d] = np.bincount(inv, allp[:, d], m)
+                c[:, d] = np.bincount(inv, allc[:, d], m)
             seen = np.zeros(m, np.int64)
             np.maximum.at(seen, inv, np.concatenate([self._seen, np.full(len(points), self._tick)]))
             if m > self.max_points:
@@ -711,6 +710,9 @@ class StreamProcessor:
         frames = job.frames
         m = self.config.margin
         n = len(frames)
+
+        def publishable(i: int) -> bool:   # context on the right, or the segment ends here
+            return job.final or n - 1 - i >= m
         t0 = time.perf_counter()
         try:
             result = self.runner.run([f.rgb for f in frames], [f.stamp_ns for f in frames], [f.seq for f in frames])
@@ -726,7 +728,7 @@ class StreamProcessor:
                 self.stats.last_error = msg
                 self._ctx = frames
                 self._held = {}
-                lost = [f for i, f in enumerate(frames) if not f.published and (job.final or n - 1 - i >= m)]
+                lost = [f for i, f in enumerate(frames) if not f.published and publishable(i)]
                 for f in lost:
                     f.published = True  # accounted for (as dropped): never published later
             self._count_dropped(lost, DROP_WINDOW_FAILED)
@@ -740,7 +742,7 @@ class StreamProcessor:
             if f.published:
                 continue
             p = PublishedFrame(f, r, self._odom_T_world @ pose, i, wid, to_odom)
-            if job.final or n - 1 - i >= m:
+            if publishable(i):
                 pubs.append(p)
             else:
                 held[f.seq] = p
