@@ -3,6 +3,7 @@
 #   make test    the test suite
 #   make colcon  proof that the package builds with colcon as in a ROS 2 workspace
 #   make bench   benchmarks
+#   make bench-quality  the ground-truth quality benchmark (easi3r eval bench; BENCH_QUALITY_ARGS, e.g. --quick)
 # Variables: VENV (or EASI3R_VENV), TORCH_INDEX_URL (see scripts/bootstrap.sh), PYTEST_ARGS.
 
 VENV ?= $(or $(EASI3R_VENV),.venv)
@@ -19,7 +20,7 @@ endif
 
 PY := $(EASI3R_VENV)/bin/python
 
-.PHONY: venv test demo colcon bench
+.PHONY: venv test demo colcon bench bench-quality
 
 venv:
 	bash scripts/bootstrap.sh
@@ -36,3 +37,6 @@ colcon: venv
 bench: venv
 	@test -f benchmarks/run.py || { echo "benchmarks/run.py does not exist yet" >&2; exit 2; }
 	$(PY) benchmarks/run.py $(BENCH_ARGS)
+
+bench-quality: venv
+	$(EASI3R_VENV)/bin/easi3r eval bench $(BENCH_QUALITY_ARGS)

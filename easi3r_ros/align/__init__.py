@@ -1,14 +1,13 @@
-"""Global alignment of a window's pairwise pointmaps (spec §9) and Sim(3) chaining / metrics (§10, §11).
+"""Global alignment of a window's pairwise pointmaps (spec §9) and Sim(3) chaining of windows (§11).
 
 No ROS imports. Main entry points: :func:`align_window` (MST init + Adam, optional flow term) and
-:mod:`.sim3` (window chaining, ATE / RPE).
+:mod:`.sim3` (window chaining). Trajectory metrics: :mod:`easi3r_ros.eval.trajectory` (evo).
 """
 import importlib
 
 _EXPORTS = {
     "AlignmentResult": "global_alignment", "GlobalAligner": "global_alignment", "align_window": "global_alignment",
-    "frame_confidence": "global_alignment", "ChainLink": "sim3", "ate_rmse": "sim3", "estimate_window_sim3": "sim3",
-    "rpe": "sim3",
+    "frame_confidence": "global_alignment", "ChainLink": "sim3", "estimate_window_sim3": "sim3",
 }
 
 __all__ = list(_EXPORTS)

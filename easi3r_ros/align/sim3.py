@@ -1,20 +1,18 @@
-"""Sim(3) tools: chaining windows into one trajectory, and trajectory metrics (spec §10, §11).
+"""Sim(3) tools: chaining windows into one trajectory (spec §11).
 
 Monocular reconstructions fix their scale freely, so every window lives in its own similarity frame.
 Consecutive windows share frames; the similarity that maps the new window's world onto the running
 trajectory is estimated from those overlapping cameras, and applied to all of the new window's poses
 (rotation and position; the camera frames stay rigid, depths scale with s).
 
-Metrics follow the `evo` package: ATE = RMSE of camera positions after a Umeyama Sim(3) (or SE(3))
-alignment of the estimate onto the ground truth; RPE with delta 1 frame on the relative motions,
-translation part (norm) and rotation angle (degrees).
+Trajectory metrics (ATE, RPE) are computed by the `evo` library: :mod:`easi3r_ros.eval.trajectory`.
 
 All computations in float64 numpy; weighted Umeyama through `roma`.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Dict, Optional, Tuple
+from typing import Optional, Tuple
 
 import numpy as np
 
@@ -166,53 +164,3 @@ def _well_spread(pts: np.ndarray, w: np.ndarray, ratio: float = 0.05) -> bool:
     d = pts - wn @ pts
     ev = np.linalg.eigvalsh((d * wn[:, None]).T @ d)
     return bool(ev[-1] > 0 and ev[-2] >= ratio * ev[-1])
-
-
-# ------------------------------------------------------------------------------------ metrics
-def _positions(traj: np.ndarray) -> np.ndarray:
-    traj = np.asarray(traj, np.float64)
-    return traj[..., :3, 3] if traj.shape[-2:] == (4, 4) else traj.reshape(-1, 3)
-
-
-def align_trajectory(est_c2w: np.ndarray, gt_c2w: np.ndarray, with_scale: bool = True) -> Tuple[np.ndarray, np.ndarray]:
-    """(aligned estimate (N, 4, 4), sim (4, 4)) after Umeyama of the estimated positions onto the truth."""
-    s, r, t = umeyama(_positions(est_c2w), _positions(gt_c2w), with_scale=with_scale)
-    sim = sim3_matrix(s, r, t)
-    return apply_sim3_to_poses(sim, est_c2w), sim
-
-
-def ate_rmse(est, gt, with_scale: bool = True) -> float:
-    """Absolute trajectory error (RMSE of positions) after Sim(3) (or SE(3)) Umeyama alignment, as evo.
-
-    est, gt: (N, 4, 4) camera-to-world poses or (N, 3) positions.
-    """
-    pe, pg = _positions(est), _positions(gt)
-    s, r, t = umeyama(pe, pg, with_scale=with_scale)
-    err = pg - (s * pe @ r.T + t)
-    return float(np.sqrt((err ** 2).sum(1).mean()))
-
-
-def rpe(est_c2w: np.ndarray, gt_c2w: np.ndarray, delta: int = 1, align: bool = True,
-        with_scale: bool = True) -> Dict[str, Dict[str, float]]:
-    """Relative pose error with a frame delta, as evo (pose relation: translation part, rotation angle).
-
-    E_k = (G_k⁻¹ G_{k+δ})⁻¹ (P_k⁻¹ P_{k+δ}); translation error ‖t(E_k)‖, rotation error angle(R(E_k)) in
-    degrees. With `align`, the estimate is first Sim(3)-aligned (scale-corrected) onto the truth.
-    Returns {"trans": stats, "rot_deg": stats}, stats = rmse, mean, median, max, min.
-    """
-    est = np.asarray(est_c2w, np.float64)
-    gt = np.asarray(gt_c2w, np.float64)
-    if align:
-        est, _ = align_trajectory(est, gt, with_scale=with_scale)
-    rel_e = np.linalg.inv(est[:-delta]) @ est[delta:]
-    rel_g = np.linalg.inv(gt[:-delta]) @ gt[delta:]
-    err = np.linalg.inv(rel_g) @ rel_e
-    t_err = np.linalg.norm(err[:, :3, 3], axis=1)
-    r_err = rotation_angle_deg(err[:, :3, :3])
-    return {"trans": _stats(t_err), "rot_deg": _stats(r_err)}
-
-
-def _stats(x: np.ndarray) -> Dict[str, float]:
-    x = np.asarray(x, np.float64)
-    return {"rmse": float(np.sqrt((x ** 2).mean())), "mean": float(x.mean()), "median": float(np.median(x)),
-            "max": float(x.max()), "min": float(x.min())}

@@ -2,10 +2,14 @@
 
     easi3r eval masks PRED_DIR GT_DIR [--moving-ids 2] [--static-ids 1]
     easi3r eval traj EST.txt REF.txt [--no-scale] [--delta 1]
+    easi3r eval bench [--checkpoint PATH | --random-weights MODEL] [--out DIR] [--sequences N] [--static N]
+                      [--frames T] [--niter N] [--quick] [--threads T]
 
 Masks: PNG files matched by name (predicted 0/255 masks; ground truth label PNGs, any non-zero label is an
 object unless ids are given); DAVIS J (IoU), F (boundary), JM, JR. Trajectories: TUM files matched by
-timestamp (1 ms tolerance); ATE RMSE after Sim(3) (or SE(3)) Umeyama alignment and RPE, as evo computes them.
+timestamp (1 ms tolerance); ATE RMSE after Sim(3) (or SE(3)) Umeyama alignment and RPE, computed by evo.
+Bench: the ground-truth quality benchmark on held-out synthetic sequences (masks, poses, depth; every
+baseline row; the guard's threshold) — see :mod:`easi3r_ros.eval.bench`.
 """
 from __future__ import annotations
 
@@ -41,29 +45,18 @@ def _masks(args) -> dict:
 
 
 def _traj(args) -> dict:
-    from ..align.sim3 import ate_rmse, rpe
     from ..io.writers import read_tum
+    from .trajectory import trajectory_errors
 
     est_t, est = read_tum(args.est)
     ref_t, ref = read_tum(args.ref)
-    ref_index = {int(t): k for k, t in enumerate(ref_t)}
-    pairs = []
-    for k, t in enumerate(est_t):
-        hit = ref_index.get(int(t))
-        if hit is None:
-            near = int(np.argmin(np.abs(ref_t - t)))
-            hit = near if abs(int(ref_t[near]) - int(t)) <= 1_000_000 else None
-        if hit is not None:
-            pairs.append((k, hit))
-    if len(pairs) < 3:
-        raise SystemExit(f"easi3r eval: error: only {len(pairs)} poses matched by timestamp (need 3)")
-    e = est[[k for k, _ in pairs]]
-    g = ref[[h for _, h in pairs]]
-    scale = not args.no_scale
-    rel = rpe(e, g, delta=args.delta, with_scale=scale)
-    return {"matched_poses": len(pairs), "alignment": "Sim(3)" if scale else "SE(3)",
-            "ate_rmse": ate_rmse(e, g, with_scale=scale), "rpe_trans_rmse": rel["trans"]["rmse"],
-            "rpe_rot_deg_rmse": rel["rot_deg"]["rmse"]}
+    try:
+        out = trajectory_errors(est, ref, np.asarray(est_t, np.int64), np.asarray(ref_t, np.int64),
+                                with_scale=not args.no_scale, delta=args.delta, max_diff_s=1e-3)
+    except ValueError as exc:
+        raise SystemExit(f"easi3r eval: error: {exc}") from None
+    return {"matched_poses": out["matched_poses"], "alignment": "SE(3)" if args.no_scale else "Sim(3)",
+            **{k: v for k, v in out.items() if k != "matched_poses"}}
 
 
 def main(argv: Optional[List[str]] = None) -> int:
@@ -80,8 +73,16 @@ def main(argv: Optional[List[str]] = None) -> int:
     t.add_argument("ref", type=Path)
     t.add_argument("--no-scale", action="store_true", help="SE(3) alignment instead of Sim(3)")
     t.add_argument("--delta", type=int, default=1, help="RPE frame delta (default 1)")
+    b = sub.add_parser("bench", help="quality benchmark: masks, poses and depth against synthetic ground truth",
+                       description="Easi3R (and every baseline row) on held-out synthetic sequences with exact "
+                                   "ground truth; writes quality.md, quality.json, montage.png and calibration.json.")
+    from .bench import add_arguments as add_bench_arguments
+    add_bench_arguments(b)
     ap.add_argument("--json", action="store_true", help="print JSON instead of a table")
     args = ap.parse_args(argv)
+    if args.what == "bench":
+        from .bench import run_from_args
+        return run_from_args(args)
     result = _masks(args) if args.what == "masks" else _traj(args)
     if args.json:
         print(json.dumps(result))

@@ -51,6 +51,8 @@ class WindowConfig:
     precision: str = "fp32"                   # "fp32", or "bf16"/"fp16" autocast on CUDA
     pair_batch: int = 0                       # ordered pairs per decoder call; 0: 1 on CPU, 8 on CUDA
     keep_arrays: bool = False                 # fill WindowResult.arrays (fixture-named, for results.npz)
+    reweight: bool = True                     # False: pass 2 without re-weighting (plain DUSt3R pointmaps
+                                              # and alignment; the masks are then pass 1's) — for ablations
 
 
 PRESETS = {
@@ -230,7 +232,7 @@ class WindowPipeline:
         # pass 2: branch-1 cross-attention re-weighted by the pass-1 masks; heads for the alignment.
         # A window the guard judges static has empty masks, which re-weight nothing.
         static_tokens = None
-        if masks1.masks.any():
+        if masks1.masks.any() and cfg.reweight:
             static_tokens = ~torch.as_tensor(masks1.token_masks, device=self.device).reshape(n, -1)
         dec2 = self._decode(enc, edges, hw, reweight_static=static_tokens, heads=True, desc="pass 2 pairs")
         lap("pass2_s")
