@@ -43,6 +43,8 @@ setup(
     # An explicit root makes setuptools' editable install a plain .pth entry for the checkout
     # (instead of an import hook that runs after the normal path search; see bootstrap.sh).
     package_dir={"": "."},
+    # the shipped easi3r-tiny weights, model card and calibration (easi3r_ros.model.default)
+    package_data={PACKAGE: ["weights/*/*"]},
     python_requires=">=3.11",
     install_requires=_requirements(),
     data_files=_data_files(),

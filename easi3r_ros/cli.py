@@ -5,6 +5,7 @@
     easi3r bag play BAG [--rate R] [--loop] [--clock]
     easi3r demo [--checkpoint CKPT]
     easi3r eval masks PRED_DIR GT_DIR | easi3r eval traj EST.txt REF.txt
+    easi3r train --model MODEL --out DIR [options]
 
 Errors are reported as one line (``easi3r: error: ...``) with exit status 2.
 """
@@ -15,6 +16,7 @@ import importlib
 import os
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import List, Optional
 
@@ -38,8 +40,10 @@ def _add_run(sub) -> None:
                                    "with --topic) and write per-frame masks, an overlay video, TUM poses, intrinsics, "
                                    "depth maps, a static point cloud and results.npz to --out.")
     p.add_argument("input", type=Path, help="video file, image folder, or rosbag2 directory")
-    weights = p.add_mutually_exclusive_group(required=True)
-    weights.add_argument("--checkpoint", type=Path, help="official DUSt3R/MonST3R .pth or a Hugging Face folder")
+    weights = p.add_mutually_exclusive_group()
+    weights.add_argument("--checkpoint", type=Path,
+                         help="official DUSt3R/MonST3R .pth or a Hugging Face folder (default: the shipped "
+                              "easi3r-tiny model, trained on synthetic rooms)")
     weights.add_argument("--random-weights", metavar="MODEL",
                          help=f"run on recipe-v1 random weights (meaningless results): a preset "
                               f"({', '.join(MODEL_PRESETS)}) or a constructor string")
@@ -68,6 +72,7 @@ def _add_run(sub) -> None:
 def _cmd_run(args) -> int:
     from .io.frames import check_same_size, open_frames
     from .model.checkpoint import load_checkpoint, random_network
+    from .model.default import DEFAULT_MODEL_NAME, calibrated_overrides, default_model_path
     from .pipeline.offline import RANDOM_WEIGHTS_WARNING, describe, run_offline, sliding_config
     from .pipeline.stream import StreamConfigError
     from .pipeline.window import WindowPipeline, preset_config, resolve_device
@@ -93,9 +98,14 @@ def _cmd_run(args) -> int:
         source = {"random_weights": True, "weights": {"recipe": "v1", "seed": args.weights_seed},
                   "warning": RANDOM_WEIGHTS_WARNING}
     else:
-        network, info = load_checkpoint(args.checkpoint, allow_pickle=args.trust_checkpoint, device=device)
+        checkpoint = args.checkpoint or default_model_path()
+        if checkpoint is None:
+            raise CliError("no --checkpoint given and this installation ships no default model")
+        network, info = load_checkpoint(checkpoint, allow_pickle=args.trust_checkpoint, device=device)
         model_string = info.model_string
-        source = {"random_weights": False, "checkpoint": str(args.checkpoint)}
+        source = {"random_weights": False, "checkpoint": str(checkpoint),
+                  "model": DEFAULT_MODEL_NAME if args.checkpoint is None else "user checkpoint"}
+        config = replace(config, **calibrated_overrides(checkpoint))
     progress = None
     if not args.quiet:
         from functools import partial
@@ -159,11 +169,12 @@ def _add_passthrough(sub, name: str, help_text: str) -> None:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="easi3r", description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = parser.add_subparsers(dest="command", metavar="{run,bag,demo,eval}", required=True)
+    sub = parser.add_subparsers(dest="command", metavar="{run,bag,demo,eval,train}", required=True)
     _add_run(sub)
     _add_bag(sub)
     _add_passthrough(sub, "demo", "play the sample clip through the ROS 2 node and print a summary (needs rclpy)")
     _add_passthrough(sub, "eval", "evaluate masks (J&F against ground truth) or trajectories (ATE/RPE)")
+    _add_passthrough(sub, "train", "train a small DUSt3R-shaped network on synthetic rooms (see train --help)")
     return parser
 
 
@@ -175,8 +186,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     if argv[:2] == ["bag", "play"]:
         from .ros.bag_player import main as play_main
         return play_main(argv[2:])
-    if argv[:1] in (["demo"], ["eval"]):
-        tool = importlib.import_module(".ros.demo" if argv[0] == "demo" else ".eval.cli", __package__)
+    if argv[:1] in (["demo"], ["eval"], ["train"]):
+        tool = importlib.import_module({"demo": ".ros.demo", "eval": ".eval.cli", "train": ".train.cli"}[argv[0]],
+                                       __package__)
         return tool.main(argv[1:])
     parser = build_parser()
     args = parser.parse_args(argv)

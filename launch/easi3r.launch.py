@@ -40,7 +40,7 @@ def generate_launch_description():
     return LaunchDescription([
         DeclareLaunchArgument("checkpoint", default_value="",
                               description="DUSt3R/MonST3R checkpoint (.pth or Hugging Face folder); "
-                                          "empty: the params file's value"),
+                                          "empty: the params file's value (empty there too: the shipped easi3r-tiny model)"),
         DeclareLaunchArgument("image_topic", default_value="/camera/image_raw",
                               description="input sensor_msgs/Image topic (its /compressed sibling with "
                                           "input_transport:=compressed)"),

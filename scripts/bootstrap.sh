@@ -8,7 +8,7 @@
 #
 # Environment:
 #   EASI3R_VENV      venv path (default: <repo>/.venv)
-#   PYTHON           interpreter that creates the venv (default: python3; 3.10, 3.11 or 3.12)
+#   PYTHON           interpreter that creates the venv (default: python3; 3.11 or 3.12)
 #   TORCH_INDEX_URL  pip index for torch (default: the CPU-only PyTorch index). For CUDA use e.g.
 #                    https://download.pytorch.org/whl/cu128; set it empty to take torch from
 #                    pip's normal index. An existing torch of the pinned version is kept.
@@ -53,16 +53,15 @@ unset PYTHONPATH AMENT_PREFIX_PATH CMAKE_PREFIX_PATH COLCON_PREFIX_PATH PYTHONHO
 if [[ -x "$VENV/bin/python" ]]; then
     base_py="$VENV/bin/python"
 else
-    command -v "$PYTHON" >/dev/null || die "no '$PYTHON' on PATH; install Python 3.10, 3.11 or 3.12 (or set PYTHON=...)"
+    command -v "$PYTHON" >/dev/null || die "no '$PYTHON' on PATH; install Python 3.11 or 3.12 (or set PYTHON=...)"
     base_py="$PYTHON"
 fi
 PYVER="$("$base_py" -c 'import sys; print("%d.%d" % sys.version_info[:2])')" \
     || die "$base_py does not run (a broken venv? remove $VENV and re-run)"
 case "$PYVER" in
     3.11|3.12) ;;
-    3.10) warn "Python 3.10: numpy/scipy/scikit-* use their last 3.10 releases (requirements.txt); the fixture tests are exact on 3.11+" ;;
     3.1[3-9]) warn "Python $PYVER is untested (the pinned stack is validated on 3.11/3.12)" ;;
-    *) die "Python $PYVER found; 3.10, 3.11 or 3.12 is required. Set PYTHON=python3.11 or similar." ;;
+    *) die "Python $PYVER found; 3.11 or 3.12 is required (setup.py). Set PYTHON=python3.11 or similar." ;;
 esac
 
 missing=()

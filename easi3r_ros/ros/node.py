@@ -45,6 +45,7 @@ def make_runner_factory(values: Dict[str, Any], report: Optional[Dict[str, str]]
         import torch
 
         from ..model.checkpoint import CheckpointError, load_checkpoint, random_network
+        from ..model.default import DEFAULT_MODEL_NAME, calibrated_overrides, default_model_path
         from ..pipeline.window import WindowPipeline, preset_config
 
         if values["torch_threads"] > 0:
@@ -56,17 +57,21 @@ def make_runner_factory(values: Dict[str, Any], report: Optional[Dict[str, str]]
                                "point this node publishes is MEANINGLESS")
                 logger.warning("=" * 72)
             net, text = random_network(values["random_weights"], seed=0)
+            calibration = {}
             report["model"] = f"random:{values['random_weights']}"
-        elif values["checkpoint"]:
-            net, info = load_checkpoint(values["checkpoint"], allow_pickle=bool(values["trust_checkpoint"]))
-            report["model"] = info.model_string.split("(")[0] + f" ({info.format}: {info.path})"
         else:
-            raise CheckpointError("no checkpoint configured: set the 'checkpoint' parameter (a .pth file or a "
-                                  "Hugging Face folder), or random_weights for a smoke test")
+            checkpoint = values["checkpoint"] or default_model_path()
+            if checkpoint is None:
+                raise CheckpointError("no checkpoint configured and no shipped model installed: set the "
+                                      "'checkpoint' parameter (a .pth file or a Hugging Face folder)")
+            net, info = load_checkpoint(checkpoint, allow_pickle=bool(values["trust_checkpoint"]))
+            name = info.model_string.split("(")[0] if values["checkpoint"] else DEFAULT_MODEL_NAME
+            report["model"] = f"{name} ({info.format}: {info.path})"
+            calibration = calibrated_overrides(checkpoint)
         cfg = preset_config(values["preset"], image_size=values["image_size"] or None,
                             scene_graph=f"swinstride-{values['scene_graph_width']}", niter=values["ga_iters"],
                             kmeans=values["kmeans"], device=values["device"], precision=values["precision"],
-                            static_conf_threshold=values["cloud_conf_threshold"])
+                            static_conf_threshold=values["cloud_conf_threshold"], **calibration)
         pipe = WindowPipeline(net, cfg)
         report["device"] = str(pipe.device)
         return pipe

@@ -72,7 +72,8 @@ OPTICAL_IN_BODY = [0.0, 0.0, 0.0, -0.5, 0.5, -0.5, 0.5]
 PARAMS: List[ParamSpec] = [
     # --- network and pipeline
     ParamSpec("checkpoint", "", "DUSt3R/MonST3R checkpoint: an official .pth file or a Hugging Face folder "
-              "(config.json + model.safetensors)", "pipeline"),
+              "(config.json + model.safetensors); empty: the shipped easi3r-tiny model (synthetic rooms only)",
+              "pipeline"),
     ParamSpec("random_weights", "", "smoke runs only: a model preset (e.g. tiny-224-linear) with random weights "
               "instead of a checkpoint; every output is MEANINGLESS", "pipeline", check=_check_model),
     ParamSpec("trust_checkpoint", False, "allow checkpoints that hold arbitrary Python objects (unpickling can "
