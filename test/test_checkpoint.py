@@ -17,6 +17,7 @@ def micro():
     return path, torch.load(path, map_location="cpu", weights_only=False)
 
 
+@pytest.mark.fixtures
 def test_official_checkpoint_loads_and_saves_back_bit_identical(micro, tmp_path):
     path, original = micro
     net, info = load_checkpoint(path)
@@ -43,6 +44,7 @@ def test_missing_file():
         load_checkpoint("/nonexistent/x.pth")
 
 
+@pytest.mark.fixtures
 @pytest.mark.parametrize("damage", ["truncated", "garbage", "empty"])
 def test_corrupt_files(micro, tmp_path, damage):
     data = micro[0].read_bytes()
@@ -72,6 +74,7 @@ def test_not_a_checkpoint(tmp_path, content, words):
         load_checkpoint(tmp_path / "x.pth")
 
 
+@pytest.mark.fixtures
 def test_unknown_architecture(micro, tmp_path):
     _, original = micro
     torch.save({"model": original["model"], "args": argparse.Namespace(model="CroCoNet(enc_depth=2)")}, tmp_path / "x.pth")
@@ -79,6 +82,7 @@ def test_unknown_architecture(micro, tmp_path):
         load_checkpoint(tmp_path / "x.pth")
 
 
+@pytest.mark.fixtures
 def test_shape_and_key_mismatch_lists_offending_keys(micro, tmp_path):
     _, original = micro
     torch.save({"model": original["model"], "args": argparse.Namespace(model=PRESETS["tiny-224-linear"])}, tmp_path / "x.pth")
@@ -92,6 +96,7 @@ def test_shape_and_key_mismatch_lists_offending_keys(micro, tmp_path):
         load_checkpoint(tmp_path / "y.pth")
 
 
+@pytest.mark.fixtures
 def test_second_decoder_branch_is_copied_when_absent(micro, tmp_path):
     _, original = micro
     state = {k: v for k, v in original["model"].items() if not k.startswith("dec_blocks2.")}
@@ -100,6 +105,7 @@ def test_second_decoder_branch_is_copied_when_absent(micro, tmp_path):
     assert torch.equal(net.state_dict()["dec_blocks2.0.attn.qkv.weight"], original["model"]["dec_blocks.0.attn.qkv.weight"])
 
 
+@pytest.mark.fixtures
 def test_pickled_objects_need_explicit_trust(micro, tmp_path):
     _, original = micro
     torch.save({"model": original["model"], "args": original["args"], "extra": argparse.ArgumentParser}, tmp_path / "x.pth")

@@ -76,6 +76,7 @@ def test_run_writes_every_output(clip, tmp_path, capsys):
         assert json.loads(str(z["meta_json"]))["random_weights"] is True
 
 
+@pytest.mark.fixtures
 def test_run_reproduces_the_reference_fixture(tmp_path, capsys):
     ref, meta, path = load_fixture("tiny_linear_vtest")
     code, _, err = run_cli(["run", path / "frames", "--random-weights", meta["weights"]["model_str"],

@@ -70,6 +70,7 @@ def test_unknown_preset_names_the_presets():
 
 # --- recipe weights and preprocessing --------------------------------------------------------------
 
+@pytest.mark.fixtures
 @pytest.mark.parametrize("name", PIPELINE_FIXTURES + ["loader_micro"])
 def test_recipe_reproduces_fixture_digest(name):
     _, meta, _ = load_fixture(name)
@@ -81,6 +82,7 @@ def test_recipe_reproduces_fixture_digest(name):
         assert net.state_dict()[alias].data_ptr() == net.state_dict()[target].data_ptr()
 
 
+@pytest.mark.fixtures
 @pytest.mark.parametrize("name", PIPELINE_FIXTURES)
 def test_preprocessing_is_exact(name):
     arrays, meta, path = load_fixture(name)
@@ -118,7 +120,8 @@ def test_camera_mapping_of_masks_and_intrinsics():
 
 # --- network vs reference --------------------------------------------------------------------------
 
-@pytest.mark.parametrize("name", ["tiny_linear_vtest", "tiny_dpt_synthetic"])
+@pytest.mark.fixtures
+@pytest.mark.parametrize("name", ["tiny_linear_vtest", pytest.param("tiny_dpt_synthetic", marks=pytest.mark.slow)])
 def test_network_matches_reference_both_passes(name):
     arrays, meta, _ = load_fixture(name)
     net = recipe_network(meta)
@@ -149,6 +152,7 @@ def test_network_matches_reference_both_passes(name):
                 assert (np.abs(ours.numpy() - ref) / ref).max() < rtol
 
 
+@pytest.mark.fixtures
 def test_loader_micro_pair_matches_reference():
     from easi3r_ros.model.checkpoint import load_checkpoint
 

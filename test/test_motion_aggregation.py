@@ -33,6 +33,7 @@ TOL_RAW, TOL_FUSED = 1e-5, 5e-5
 OUR_TOL = 1e-6
 
 
+@pytest.mark.fixtures
 @pytest.mark.parametrize("name,p", CASES)
 def test_aggregation_matches_fixture(name, p):
     a = arrays(name)
@@ -49,6 +50,7 @@ def test_aggregation_matches_fixture(name, p):
     assert agg.n_source.tolist() == agg.n_reference.tolist() == np.bincount(a["edges"][:, 1], minlength=n).tolist()
 
 
+@pytest.mark.fixtures
 def test_aggregation_independent_of_edge_order():
     a = arrays("tiny_linear_vtest")
     p = "pass1_"
@@ -59,6 +61,7 @@ def test_aggregation_independent_of_edge_order():
     np.testing.assert_array_equal(agg.dynamic_map.numpy(), a[p + "dynamic_map"])
 
 
+@pytest.mark.fixtures
 def test_float64_agrees():
     a = arrays("tiny_dpt_synthetic")
     p = "pass2_"

@@ -112,6 +112,7 @@ def test_disabled_guard_and_errors():
         motion_statistics({}, fg)
 
 
+@pytest.mark.fixtures
 @pytest.mark.parametrize("name", PIPELINE_FIXTURES[:3])
 def test_random_weight_fixtures_carry_no_motion_signal(name):
     """Measured on the fixtures' stored statistics (random weights): σ contrast ≈ 1 in every pass

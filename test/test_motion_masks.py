@@ -1,11 +1,13 @@
 """window_masks: the whole motion stage in one call, against a fixture, with and without the guard."""
 import numpy as np
+import pytest
 
 from easi3r_ros.motion import MotionGuard, window_masks
 from easi3r_ros.motion.segmentation import token_mask
 from test_motion_aggregation import arrays
 
 
+@pytest.mark.fixtures
 def test_window_masks_reference_and_guard():
     a = arrays("tiny_linear_vtest")
     hw = tuple(int(v) for v in a["input_hw"])

@@ -12,6 +12,7 @@ from test_motion_aggregation import CASES, PIPELINE_FIXTURES, arrays
 # Measured: everything bit-identical (labels, refined map, tau, masks) on all fixtures and passes.
 
 
+@pytest.mark.fixtures
 @pytest.mark.parametrize("name,p", CASES)
 def test_segmentation_matches_fixture(name, p):
     a = arrays(name)
@@ -33,6 +34,7 @@ def test_segmentation_matches_fixture(name, p):
     assert set(out) == {p + "cluster_labels", p + "refined_dynamic_map", p + "otsu_threshold", p + "dynamic_masks"}
 
 
+@pytest.mark.fixtures
 @pytest.mark.parametrize("name", PIPELINE_FIXTURES[:3])
 def test_torch_kmeans_agrees_with_reference(name):
     """The torch k-means (sklearn's k-means++ draw + torch Lloyd) — measured: identical labels on every fixture."""
@@ -44,6 +46,7 @@ def test_torch_kmeans_agrees_with_reference(name):
     np.testing.assert_array_equal(r.masks, a["pass2_dynamic_masks"])
 
 
+@pytest.mark.fixtures
 def test_labels_reuse_between_passes():
     a = arrays("ga_synthetic_geometry")
     h, w = (int(v) for v in a["input_hw"])
@@ -83,6 +86,7 @@ def test_shape_errors():
         cluster_tokens(np.zeros((1, 2, 2, 3), np.float32), method="faiss")
 
 
+@pytest.mark.fixtures
 def test_token_mask_maxpool():
     m = np.zeros((2, 32, 48), bool)
     m[0, 17, 40] = True  # token (1, 2)

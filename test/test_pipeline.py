@@ -7,6 +7,7 @@ import pytest
 from easi3r_ros.eval.scenes import make_window
 from easi3r_ros.model.checkpoint import random_network
 from easi3r_ros.model.preprocess import load_rgb
+from easi3r_ros.motion.segmentation import upsample
 from easi3r_ros.pipeline.window import WindowConfig, WindowError, WindowPipeline, preset_config
 from fixtures import load_fixture
 
@@ -42,13 +43,23 @@ def assert_matches_reference(ref, ours):
     np.testing.assert_allclose(ours["conf"], ref["conf"], rtol=2e-4)
 
 
+@pytest.mark.fixtures
 def test_tiny_linear_window_matches_reference():
     ref, result = run_fixture("tiny_linear_vtest")
     assert_matches_reference(ref, result.arrays)
     assert result.moving and all(f.mask_camera.shape == (288, 384) for f in result.frames)
-    np.testing.assert_array_equal(np.stack([f.mask for f in result.frames]), ref["pass2_dynamic_masks"])
+    # Exact except pixels whose map value is within float noise of the threshold: with ATen/oneDNN AVX2 kernels
+    # (or MKL's Intel kernels) 3 pass-2 pixels at <= 1.1e-6 from tau flip; the refined map's own error is
+    # <= 8.5e-6 (benchmarks/results/tolerance_spread.md). Bound 1e-5: above both.
+    masks = np.stack([f.mask for f in result.frames])
+    differ = masks != ref["pass2_dynamic_masks"]
+    margin = np.abs(upsample(result.arrays["pass2_refined_dynamic_map"], masks.shape[1:])
+                    - float(result.arrays["pass2_otsu_threshold"]))
+    assert (margin[differ] <= 1e-5).all(), (differ.sum(), margin[differ].max())
 
 
+@pytest.mark.fixtures
+@pytest.mark.slow
 def test_tiny_dpt_window_matches_reference():
     ref, result = run_fixture("tiny_dpt_synthetic", niter=2)
     assert_matches_reference(ref, result.arrays)

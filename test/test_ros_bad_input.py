@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 pytest.importorskip("rclpy", reason="rclpy not importable: run with the bootstrapped venv (make test)")
+pytestmark = pytest.mark.ros
 
 from ros_testing import (TINY, Listener, image_msg, next_domain, set_params, standard_outputs,  # noqa: E402
                          start_node, stop, wait_log, wait_until)

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 pytest.importorskip("rclpy", reason="rclpy not importable: run with the bootstrapped venv (make test)")
+pytestmark = [pytest.mark.ros, pytest.mark.slow]
 
 from ros_testing import (TINY, Listener, next_domain, standard_outputs, start_node, start_player,  # noqa: E402
                          stop, wait_until)

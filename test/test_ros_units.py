@@ -109,6 +109,7 @@ def test_split_ros_args():
     assert split_ros_args(["a", "--ros-args", "-p", "x:=1"]) == (["a"], ["--ros-args", "-p", "x:=1"])
 
 
+@pytest.mark.ros
 def test_play_bag_publishes_raw_messages_at_the_recorded_rate(tmp_path):
     import rclpy
     from rosgraph_msgs.msg import Clock

@@ -11,6 +11,7 @@ from fixtures import fixture_dir
 PIPELINE_FIXTURES = ["tiny_linear_vtest", "tiny_dpt_synthetic", "ga_synthetic_geometry", "ga_synthetic_geometry_flow"]
 
 
+@pytest.mark.fixtures
 @pytest.mark.parametrize("name", PIPELINE_FIXTURES)
 def test_reference_order_matches_fixture(name):
     d = fixture_dir(name)

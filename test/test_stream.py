@@ -1,6 +1,5 @@
 """The ROS-free streaming core: scheduling, publish once, drop policy, resets, chaining, the map."""
 import threading
-import time
 
 import numpy as np
 import pytest
@@ -9,6 +8,7 @@ from easi3r_ros.pipeline.stream import (DROP_NO_MODEL, DROP_QUEUE, DROP_SHUTDOWN
                                         StreamConfig, StreamConfigError, StreamProcessor, StreamSink,
                                         VoxelMap, context_margin, estimate_chain_sim3,
                                         optical_to_body, voxel_downsample)
+from ros_testing import wait_until
 from stream_fakes import FakeRunner, frame, random_sim3, scene, true_pose
 
 
@@ -127,9 +127,7 @@ def test_a_raising_sink_does_not_lose_drop_accounting():
         raise FileNotFoundError("checkpoint not found: /nope.pth")
     sink = RaisingSink()
     proc = StreamProcessor(StreamConfig(window_size=4, stride=2, queue_limit=8), broken, sink).start()
-    deadline = time.monotonic() + 5
-    while proc.stats.state != "error" and time.monotonic() < deadline:
-        time.sleep(0.01)
+    wait_until(lambda: proc.stats.state == "error", 30, step=0.01, what="error state")
     assert ("error", "FileNotFoundError: checkpoint not found: /nope.pth") in sink.states
     feed(proc, range(3))   # push runs on the caller's thread: the sink's errors must not reach it
     assert [r for _, r in sink.dropped] == [DROP_NO_MODEL] * 3
@@ -267,9 +265,7 @@ def test_failed_load_reports_error_then_reload_recovers():
     def broken():
         raise FileNotFoundError("checkpoint not found: /nope.pth")
     proc, sink, _ = make(StreamConfig(window_size=4, stride=2, queue_limit=8), factory=broken)
-    deadline = time.monotonic() + 5
-    while proc.stats.state != "error" and time.monotonic() < deadline:
-        time.sleep(0.01)
+    wait_until(lambda: proc.stats.state == "error", 30, step=0.01, what="error state")
     assert proc.stats.state == "error" and "not found" in proc.stats.last_error
     feed(proc, range(3))
     assert [r for _, r in sink.dropped] == [DROP_NO_MODEL] * 3
