@@ -4,6 +4,7 @@
 #   make colcon  proof that the package builds with colcon as in a ROS 2 workspace
 #   make bench   benchmarks
 #   make bench-quality  the ground-truth quality benchmark (easi3r eval bench; BENCH_QUALITY_ARGS, e.g. --quick)
+#   make bench-geometry known intrinsics and metric scale from odometry (BENCH_GEOMETRY_ARGS, e.g. --quick)
 # Variables: VENV (or EASI3R_VENV), TORCH_INDEX_URL (see scripts/bootstrap.sh), PYTEST_ARGS.
 
 VENV ?= $(or $(EASI3R_VENV),.venv)
@@ -20,7 +21,7 @@ endif
 
 PY := $(EASI3R_VENV)/bin/python
 
-.PHONY: venv test demo colcon bench bench-quality
+.PHONY: venv test demo colcon bench bench-quality bench-geometry
 
 venv:
 	bash scripts/bootstrap.sh
@@ -40,3 +41,6 @@ bench: venv
 
 bench-quality: venv
 	$(EASI3R_VENV)/bin/easi3r eval bench $(BENCH_QUALITY_ARGS)
+
+bench-geometry: venv
+	$(PY) benchmarks/planner_geometry.py $(BENCH_GEOMETRY_ARGS)

@@ -1,7 +1,9 @@
 """``easi3r``: offline runs, bag tools, the demo and evaluation.
 
     easi3r run INPUT (--checkpoint CKPT | --random-weights MODEL) --out DIR [options]
+        [--intrinsics fx,fy,cx,cy | --camera-info CALIB.yaml] [--odometry TUM_FILE | --scale S]
     easi3r bag from-video VIDEO OUT [--topic T] [--storage mcap|sqlite3]
+    easi3r bag from-synthetic SEED OUT [--frames N] [--odometry-noise default|none]
     easi3r bag play BAG [--rate R] [--loop] [--clock]
     easi3r demo [--checkpoint CKPT]
     easi3r eval masks PRED_DIR GT_DIR | easi3r eval traj EST.txt REF.txt
@@ -13,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import math
 import os
 import sys
 import time
@@ -67,6 +70,22 @@ def _add_run(sub) -> None:
     p.add_argument("--scene-graph", help="scene graph, swinstride-W (default swinstride-5)")
     p.add_argument("--kmeans", choices=["sklearn", "torch"], help="clustering backend (default sklearn = reference)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    geometry = p.add_argument_group("planner geometry: calibrated intrinsics and metric scale")
+    known = geometry.add_mutually_exclusive_group()
+    known.add_argument("--intrinsics", metavar="FX,FY,CX,CY",
+                       help="known pinhole intrinsics in the source images' pixels (held fixed by the alignment)")
+    known.add_argument("--camera-info", type=Path, metavar="CALIB.yaml",
+                       help="ROS camera-calibration YAML (camera_calibration / camera_info_manager): K and "
+                            "distortion (plumb_bob, rational_polynomial) of the source images")
+    metric = geometry.add_mutually_exclusive_group()
+    metric.add_argument("--odometry", type=Path, metavar="TUM_FILE",
+                        help="the camera optical frame's poses from the robot's odometry (TUM: stamp_s tx ty tz qx "
+                             "qy qz qw, metres), matched to frames by stamp: poses_tum.txt in that frame, in metres")
+    metric.add_argument("--scale", type=float, metavar="S",
+                        help="known metric scale: metres per unit of the first window's reconstruction")
+    geometry.add_argument("--start-time", type=float, metavar="SECONDS",
+                          help="stamp of the first frame of an image folder or video (they are stamped index/fps "
+                               "from 0), to share the odometry's clock")
 
 
 def _cmd_run(args) -> int:
@@ -84,6 +103,12 @@ def _cmd_run(args) -> int:
     if len(frames) < 3:
         raise CliError(f"{args.input}: {len(frames)} frame(s); Easi3R needs at least 3 frames in a window")
     check_same_size(frames)  # before the (slow) model load
+    if args.start_time is not None:
+        frames = [replace(f, stamp_ns=f.stamp_ns + int(round(args.start_time * 1e9))) for f in frames]
+    camera, intrinsics_source = _known_camera(args, *frames[0].rgb.shape[:2])
+    odometry = _odometry_for(args.odometry, frames) if args.odometry else None
+    if args.scale is not None and not (args.scale > 0 and math.isfinite(args.scale)):
+        raise CliError(f"--scale must be a positive number, got {args.scale}")
     if args.window and args.window < len(frames):
         try:
             sliding_config(len(frames), args.window, args.stride)
@@ -115,21 +140,59 @@ def _cmd_run(args) -> int:
     pipeline = WindowPipeline(network, config, progress=progress)
     meta = {"input": str(args.input), "model_str": model_string, "preset": args.preset, "device": str(pipeline.device),
             "n_frames": len(frames), "window": args.window, "stride": args.stride, "fps": args.fps,
-            "config": {k: v for k, v in vars(config).items()}, **source}
+            "config": {k: v for k, v in vars(config).items()}, **source, "intrinsics_source": intrinsics_source,
+            "odometry": str(args.odometry) if args.odometry else None}
     print(f"easi3r: {len(frames)} frames from {args.input} on {pipeline.device}, model {model_string[:80]}...",
           file=sys.stderr)
     start = time.perf_counter()
-    summary = run_offline(frames, pipeline, args.out, meta, window=args.window, stride=args.stride)
+    summary = run_offline(frames, pipeline, args.out, meta, window=args.window, stride=args.stride, camera=camera,
+                          odometry=odometry, fixed_scale=args.scale)
     print(f"easi3r: {describe(summary)}; wall {time.perf_counter() - start:.1f}s; wrote {args.out}/")
     if args.random_weights:
         print(f"WARNING: {RANDOM_WEIGHTS_WARNING}", file=sys.stderr)
     return 0
 
 
+def _known_camera(args, height: int, width: int):
+    """(CameraModel or None, where the intrinsics come from), checked against the frames' size."""
+    from .io.calibration import read_camera_yaml
+    from .io.camera_model import CameraModel
+
+    if args.camera_info:
+        camera = read_camera_yaml(args.camera_info)
+        if (camera.width, camera.height) != (width, height):
+            raise CliError(f"--camera-info {args.camera_info} is for {camera.width}x{camera.height} images, the "
+                           f"frames are {width}x{height}")
+        return camera, f"camera-info {args.camera_info}"
+    if args.intrinsics:
+        camera = CameraModel.parse(args.intrinsics, width, height)
+        if not (0 <= camera.cx < width and 0 <= camera.cy < height):
+            raise CliError(f"--intrinsics: principal point ({camera.cx:g}, {camera.cy:g}) lies outside the "
+                           f"{width}x{height} frames (K is in the source images' pixels)")
+        return camera, "intrinsics"
+    return None, "estimated"
+
+
+def _odometry_for(path: Path, frames):
+    """The odometry track, checked to cover the frames' stamps (one clock)."""
+    from .io.odometry import read_odometry
+
+    track = read_odometry(path)
+    covered = sum(track.lookup(f.stamp_ns) is not None for f in frames)
+    if covered == 0:
+        first, last = track.span_ns
+        raise CliError(f"--odometry {path} covers {first / 1e9:.3f}-{last / 1e9:.3f} s, the frames "
+                       f"{frames[0].stamp_ns / 1e9:.3f}-{frames[-1].stamp_ns / 1e9:.3f} s: no frame has a pose "
+                       "(image folders and videos are stamped from 0: see --start-time)")
+    if covered < len(frames):
+        print(f"easi3r: --odometry gives poses for {covered} of {len(frames)} frames", file=sys.stderr)
+    return track
+
+
 def _add_bag(sub) -> None:
     p = sub.add_parser("bag", help="ROS 2 bag tools that work without rosbag2",
                        description="Create and replay ROS 2 bags (sqlite3 or mcap) without a ROS 2 install.")
-    bag = p.add_subparsers(dest="bag_command", metavar="{from-video,play}", required=True)
+    bag = p.add_subparsers(dest="bag_command", metavar="{from-video,from-synthetic,play}", required=True)
     fv = bag.add_parser("from-video", help="write a video's frames as sensor_msgs/Image messages into a new bag",
                         description="Write VIDEO's frames as sensor_msgs/msg/Image on --topic into the new bag OUT, "
                                     "stamped with the video's own frame times (plus --start-time).")
@@ -144,11 +207,54 @@ def _add_bag(sub) -> None:
     fv.add_argument("--every", type=int, default=1, help="take every n-th frame")
     fv.add_argument("--start-time", type=float, default=None,
                     help="stamp of the first frame, seconds since the epoch (default: now)")
+    fs = bag.add_parser("from-synthetic", help="a synthetic sequence as a robot records it, with its ground truth",
+                        description="Render the held-out synthetic sequence SEED and write OUT/bag (camera image, "
+                                    "CameraInfo with the true K, odom -> base_link on /tf from simulated odometry, "
+                                    "base_link -> camera_optical_frame on /tf_static) plus the ground truth beside "
+                                    "it: OUT/gt/ (frames, masks, depth), OUT/gt_odom_tum.txt (true camera poses in "
+                                    "odom, metres), OUT/odometry_tum.txt, OUT/camera.yaml, OUT/meta.json.")
+    fs.add_argument("seed", type=int)
+    fs.add_argument("out", type=Path, help="new folder (must not exist or be empty)")
+    fs.add_argument("--frames", type=int, default=24, help="frames (default 24, 10 fps)")
+    fs.add_argument("--size", default="240x320", help="image size HxW (default 240x320)")
+    fs.add_argument("--moving", type=int, default=2, choices=range(4), help="moving objects (default 2)")
+    fs.add_argument("--odometry-noise", choices=["default", "none"], default="default",
+                    help="default: 2%% scale bias, 1 deg/m yaw drift, 2%% step noise; none: the exact motion")
+    fs.add_argument("--odometry-rate", type=int, default=2, help="odometry samples per frame interval (default 2)")
+    fs.add_argument("--storage", choices=["sqlite3", "mcap"], default="sqlite3")
     bag.add_parser("play", help="replay a bag's messages at the recorded rate (needs rclpy; see bag play --help)")
+
+
+def _cmd_bag_synthetic(args) -> int:
+    from .io.bag import write_synthetic_bag
+    from .synthetic import make_sequence
+    from .synthetic.odometry import OdometryNoise, simulate_odometry
+
+    try:
+        hw = tuple(int(v) for v in args.size.lower().split("x"))
+    except ValueError:
+        hw = ()
+    if len(hw) != 2 or min(hw) < 16:
+        raise CliError(f"--size must be HxW with both >= 16, got {args.size!r}")
+    if args.frames < 3 or args.odometry_rate < 1:
+        raise CliError("--frames must be >= 3 and --odometry-rate >= 1")
+    if args.out.exists() and any(args.out.iterdir()):
+        raise CliError(f"{args.out} exists and is not empty")
+    seq = make_sequence(args.seed, n_frames=args.frames, hw=hw, n_moving=args.moving, split="heldout")
+    noise = OdometryNoise() if args.odometry_noise == "default" else OdometryNoise.none()
+    odometry = simulate_odometry(seq.cam_to_world, seq.stamps_ns, noise, seed=args.seed, per_frame=args.odometry_rate)
+    paths = write_synthetic_bag(args.out, seq, odometry, storage=args.storage)
+    print(f"easi3r: wrote {args.out}/bag ({len(seq)} frames, {len(odometry.stamps_ns)} odometry poses, "
+          f"{args.storage}) and the ground truth beside it; offline: easi3r run {paths['bag']} --camera-info "
+          f"{paths['camera_yaml']} --odometry {paths['odometry_tum']} --out OUT")
+    return 0
 
 
 def _cmd_bag(args) -> int:
     from .io.bag import write_image_bag
+
+    if args.bag_command == "from-synthetic":
+        return _cmd_bag_synthetic(args)
     from .io.frames import open_frames
 
     frames = open_frames(args.video, stride=args.every, max_frames=args.max_frames)
@@ -194,7 +300,10 @@ def main(argv: Optional[List[str]] = None) -> int:
     args = parser.parse_args(argv)
     from .io.frames import InputError
 
-    errors = (CliError, InputError, FileExistsError)
+    from .io.camera_model import CameraModelError
+    from .io.odometry import OdometryError
+
+    errors = (CliError, InputError, FileExistsError, CameraModelError, OdometryError)
     if args.command == "run":  # these modules import torch: only where the command needs them
         from .model.checkpoint import CheckpointError
         from .model.config import ModelConfigError

@@ -52,6 +52,36 @@ def _row(summary, name, key):
     return "n/a" if value is None or value != value else f"{value:.3f}"
 
 
+def _stages(run: Path):
+    """The run and the runs it was initialised from, oldest first: (folder, val.json)."""
+    chain = []
+    while run is not None:
+        val = json.loads((run / "val.json").read_text())
+        chain.insert(0, (run, val))
+        init = val["settings"].get("init")
+        run = Path(init).parent if init and Path(init).name == "hf" else (Path(init) if init else None)
+        if run is not None and not run.is_absolute():
+            run = REPO / run
+    return chain
+
+
+def _stage_lines(run: Path, m) -> list:
+    lines, total_s, total_pairs = [], 0.0, 0
+    for k, (folder, val) in enumerate(_stages(run), 1):
+        st = val["settings"]
+        size = st.get("train_size") or 224
+        init = f" --init {st['init']}" if st.get("init") else f" --model {st['model']}"
+        heads = ",".join(map(str, st["attn_heads"])) if st["attn_heads"] else "all"
+        lines.append(f"- Stage {k} (`{folder.name}`): `easi3r train{init} --steps {st['steps']} --batch {st['batch']} "
+                     f"--lr {st['lr']:g} --warmup {st['warmup']} --train-size {size} --attn-weight "
+                     f"{st['attn_weight']:g} --attn-heads {heads} --seed {st['seed']}` — {val['pairs_seen']} pairs at "
+                     f"{size}×{size}, {val['train_seconds'] / 60:.0f} min on {val['device']} (1 thread)")
+        total_s += val["train_seconds"]
+        total_pairs += val["pairs_seen"]
+    lines.append(f"- Compute in all: {total_pairs} pairs, {total_s / 60:.0f} min on 1 thread of a 2-core {m['cpu']}.")
+    return lines
+
+
 def card(run: Path, quality: Path, curve: Path, threads: int) -> None:
     import torch
 
@@ -89,18 +119,11 @@ def card(run: Path, quality: Path, curve: Path, threads: int) -> None:
         "",
         "## Training",
         "",
-        f"- Command: `easi3r train --model tiny-224-linear --steps {settings['steps']} --batch {settings['batch']} "
-        f"--lr {settings['lr']:g} --warmup {settings['warmup']} --train-size {settings.get('train_size') or 224} "
-        f"--attn-weight {settings['attn_weight']:g} --attn-heads "
-        f"{','.join(map(str, settings['attn_heads'])) if settings['attn_heads'] else 'all'} --seed {settings['seed']}`",
-        f"- Data: {val['pairs_seen']} static training pairs (split `train`), rendered on the fly at "
-        f"{settings.get('train_size') or 224}×{settings.get('train_size') or 224}; validated at 224×224 on held-out "
-        "pairs (split `heldout`: other seeds, other textures).",
+        *_stage_lines(run, m),
         f"- Loss: DUSt3R's confidence-aware regression of scale-normalised pointmaps (α = {settings['alpha']:g}), "
         "plus an auxiliary cross-entropy pulling one cross-attention head per decoder layer towards the true "
-        "correspondences (weight as above).",
-        f"- Compute: {val['train_seconds'] / 60:.0f} min of training on {val['device']} (1 thread of a 2-core "
-        f"{m['cpu']}), {val['pairs_seen'] / max(val['train_seconds'], 1):.1f} pairs/s on average.",
+        "correspondences (weight as above). Training pairs are static (split `train`), rendered on the fly; "
+        "validation uses held-out pairs at 224×224 (split `heldout`: other seeds, other textures).",
         "",
         "## Held-out pairs (`easi3r train` validation, 224×224)",
         "",
@@ -122,7 +145,7 @@ def card(run: Path, quality: Path, curve: Path, threads: int) -> None:
             f"{len(q['settings']['seeds'])} held-out dynamic sequences and {len(q['guard']['static_scores'])} "
             f"static-only ones ({q['settings']['frames']} frames, {q['settings']['hw'][0]}×{q['settings']['hw'][1]}).",
             "",
-            "| row | JM | JR | FM | ATE | depth abs-rel |",
+            "| row | JM | JR | FM | ATE (m, Sim(3)-aligned) | depth abs-rel |",
             "|---|---|---|---|---|---|",
         ]
         for name, label in q["rows"].items():

@@ -2,6 +2,8 @@ import os
 import sys
 from pathlib import Path
 
+import pytest
+
 # MKL's generic code path in every test process (and the processes the tests start), set before anything calls
 # MKL. On it this 2-core Xeon reproduces the fixtures' MST initialisation to <= 1.5e-8 (AVX2/AVX-512 ATen); with
 # the AVX2/AVX-512 kernels MKL picks for Intel CPUs the last bits differ and the fixture comparisons amplify them:
@@ -27,7 +29,17 @@ def pytest_collection_modifyitems(config, items):
     # 2-core machine but were measured at 300 s on one shared with other jobs
     if not config.pluginmanager.hasplugin("timeout"):
         return
-    import pytest
     for item in items:
         if item.get_closest_marker("slow") and not item.get_closest_marker("timeout"):
             item.add_marker(pytest.mark.timeout(SLOW_TEST_TIMEOUT_S))
+
+
+
+@pytest.fixture
+def one_torch_thread():
+    """Renderer and training tests run on one torch thread: same numbers everywhere, no oversubscription."""
+    import torch
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

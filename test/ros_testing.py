@@ -160,7 +160,11 @@ def standard_outputs(listener, ns="/easi3r"):
     from tf2_msgs.msg import TFMessage
 
     from easi3r_ros.msg import FrameResult, WindowStats
+    from nav_msgs.msg import Odometry
     listener.listen(f"{ns}/dynamic_mask", Image)
+    listener.listen(f"{ns}/depth", Image)
+    listener.listen(f"{ns}/depth/camera_info", CameraInfo)
+    listener.listen(f"{ns}/odometry", Odometry)
     listener.listen(f"{ns}/static_cloud", PointCloud2)
     listener.listen(f"{ns}/static_map", PointCloud2, latched=True, depth=1)
     listener.listen(f"{ns}/path", Path)
@@ -222,3 +226,26 @@ def set_params_atomically(listener, node_name, **values):
         parameters=[Parameter(k, value=v).to_parameter_msg() for k, v in values.items()])
     res = call_service(listener, SetParametersAtomically, f"/{node_name}/set_parameters_atomically", req)
     return res.result.successful, res.result.reason
+
+
+def tf_parents(listener):
+    """child -> set of parents over every transform received on /tf and /tf_static (one tree: one each)."""
+    parents = {}
+    for topic in ("/tf", "/tf_static"):
+        for msg in listener.get(topic):
+            for t in msg.transforms:
+                parents.setdefault(t.child_frame_id, set()).add(t.header.frame_id)
+    return parents
+
+
+def transform_matrix(t):
+    """geometry_msgs/TransformStamped -> 4x4."""
+    from easi3r_ros.ros.tf import transform_to_matrix
+    return transform_to_matrix(t.transform)
+
+
+def pose_matrix(p):
+    """geometry_msgs/Pose -> 4x4."""
+    from easi3r_ros.ros.conversions import pose7_to_matrix
+    o, q = p.position, p.orientation
+    return pose7_to_matrix([o.x, o.y, o.z, q.x, q.y, q.z, q.w])

@@ -188,3 +188,82 @@ def test_sliding_windows_give_each_frame_once_on_one_trajectory(tmp_path, capsys
     with np.load(tmp_path / "o" / "results.npz") as z:
         assert z["window_of_frame"].tolist() == sorted(z["window_of_frame"].tolist())
         assert len(set(z["window_of_frame"].tolist())) == 3 and z["dynamic_masks"].shape == (9, 224, 224)
+
+
+# ------------------------------------------------------------------------------ planner geometry options
+def test_geometry_options_are_checked_before_the_model_loads(tmp_path, capsys):
+    from easi3r_ros.io.calibration import write_camera_yaml
+    from easi3r_ros.io.camera_model import CameraModel
+    from easi3r_ros.io.writers import write_tum
+
+    frames = write_frames(tmp_path / "f", make_window(4, size=(64, 96), seed=0).frames)  # stamped 0, 1/30 s, ...
+    # a checkpoint that does not exist: every error below comes first
+    base = ["run", frames, "--checkpoint", tmp_path / "none.pth", "--out", tmp_path / "o"]
+    one_line_error(run_cli([*base, "--intrinsics", "80,80,48"], capsys), "four numbers fx,fy,cx,cy")
+    one_line_error(run_cli([*base, "--intrinsics", "80,80,148,32"], capsys), "outside the 96x64 frames")
+    one_line_error(run_cli([*base, "--intrinsics", "0,80,48,32"], capsys), "must be positive")
+    write_camera_yaml(tmp_path / "cam.yaml", CameraModel(500, 500, 320, 240, 640, 480))
+    one_line_error(run_cli([*base, "--camera-info", tmp_path / "cam.yaml"], capsys),
+                   "is for 640x480 images, the frames are 96x64")
+    one_line_error(run_cli([*base, "--camera-info", tmp_path / "none.yaml"], capsys), "cannot read camera calibration")
+    write_tum(tmp_path / "odom.txt", [5 * 10**9 + 10**8 * k for k in range(10)], [np.eye(4)] * 10)
+    one_line_error(run_cli([*base, "--odometry", tmp_path / "odom.txt"], capsys), "no frame has a pose")
+    (tmp_path / "bad.txt").write_text("0.0 0 0 0 0 0 1\n")
+    one_line_error(run_cli([*base, "--odometry", tmp_path / "bad.txt"], capsys), "bad.txt:1: expected 8 fields")
+    one_line_error(run_cli([*base, "--scale", "-2"], capsys), "--scale must be a positive number")
+    one_line_error(run_cli([*base, "--odometry", tmp_path / "odom.txt", "--start-time", "5"], capsys),
+                   "checkpoint not found")  # --start-time put the frames on the odometry's clock
+    for a, b in ((["--intrinsics", "1,1,1,1"], ["--camera-info", "c.yaml"]), (["--odometry", "o.txt"], ["--scale", "1"])):
+        code, _, err = run_cli([*base, *a, *b], capsys)
+        assert code == 2 and "not allowed with" in err
+
+
+@pytest.fixture(scope="module")
+def robot_run(tmp_path_factory):
+    """A synthetic robot bag with its ground truth (easi3r bag from-synthetic)."""
+    out = tmp_path_factory.mktemp("robot") / "seq"
+    assert main(["bag", "from-synthetic", "3", str(out), "--frames", "6", "--size", "96x128", "--moving", "1"]) == 0
+    return out
+
+
+def test_run_with_calibration_and_odometry_writes_metric_poses(robot_run, tmp_path, capsys):
+    from easi3r_ros.io.calibration import read_camera_yaml
+    from easi3r_ros.io.odometry import read_odometry
+
+    out = tmp_path / "o"
+    code, stdout, err = run_cli(["run", robot_run / "bag", "--camera-info", robot_run / "camera.yaml", "--odometry",
+                                 robot_run / "odometry_tum.txt", "--random-weights", "tiny-224-linear", "--niter", "5",
+                                 "--out", out, "--quiet"], capsys)
+    assert code == 0, err
+    info = json.loads((out / "run_info.json").read_text())
+    assert info["intrinsics_source"].startswith("camera-info") and info["scale"]["source"] == "odometry"
+    assert {"value", "spread", "source", "state"} <= set(info["scale"]["final"])
+    camera = read_camera_yaml(robot_run / "camera.yaml")
+    intr = json.loads((out / "intrinsics.json").read_text())
+    np.testing.assert_allclose(intr["frames"][0]["K"], camera.K, rtol=1e-5)   # the given K, not an estimate
+    stamps, poses = read_tum(out / "poses_tum.txt")
+    odometry = read_odometry(robot_run / "odometry_tum.txt")
+    assert len(stamps) == 6 and np.isfinite(poses).all()
+    np.testing.assert_allclose(poses[0], odometry(int(stamps[0])), atol=1e-5)  # anchored in the odometry frame
+
+
+def test_run_with_intrinsics_and_a_fixed_scale(robot_run, tmp_path, capsys):
+    from easi3r_ros.io.calibration import read_camera_yaml
+
+    cam = read_camera_yaml(robot_run / "camera.yaml")
+    runs = {}
+    for name, extra in (("free", []), ("fixed", ["--scale", "2.5"])):
+        code, stdout, err = run_cli(["run", robot_run / "gt" / "rgb", "--intrinsics", f"{cam.fx},{cam.fy},{cam.cx},{cam.cy}",
+                                     *extra, "--random-weights", "tiny-224-linear", "--niter", "5", "--out",
+                                     tmp_path / name, "--quiet"], capsys)
+        assert code == 0, err
+        runs[name] = read_tum(tmp_path / name / "poses_tum.txt")[1]
+    info = json.loads((tmp_path / "fixed" / "run_info.json").read_text())
+    assert info["intrinsics_source"] == "intrinsics" and info["units"] == "m"
+    assert info["scale"]["final"]["source"] == "fixed" and info["scale"]["final"]["value"] == pytest.approx(2.5)
+    assert json.loads((tmp_path / "free" / "run_info.json").read_text())["scale"] == {"source": "none"}
+    # the same reconstruction, 2.5 times larger (the free one is in the alignment's world, the fixed one in the
+    # first camera's frame: compare poses relative to the first)
+    rel = {k: np.linalg.inv(p[0]) @ p for k, p in runs.items()}
+    np.testing.assert_allclose(rel["fixed"][:, :3, 3], 2.5 * rel["free"][:, :3, 3], rtol=1e-3, atol=1e-3)
+    np.testing.assert_allclose(rel["fixed"][:, :3, :3], rel["free"][:, :3, :3], atol=1e-4)

@@ -116,3 +116,58 @@ def test_decoding_is_vectorised():
         sys.setprofile(None)
     assert len(calls) < 1000, len(calls)  # 13 today; a loop over the 2 M pixels makes millions
     np.testing.assert_array_equal(out, a[:, :, ::-1])
+
+
+def _png_bomb(width: int, height: int) -> bytes:
+    """A valid grey PNG of zeros, compressed from scanlines streamed one at a time (never held decoded)."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+    packer, row, parts = zlib.compressobj(9), b"\0" * (width + 1), []  # filter byte 0 + one zero byte a pixel
+    parts += [packer.compress(row) for _ in range(height)]
+    parts.append(packer.flush())
+    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", b"".join(parts)) + chunk(b"IEND", b"")
+
+
+@pytest.fixture(scope="module")
+def png_bomb():
+    return _png_bomb(12000, 12000)
+
+
+def test_compressed_bomb_is_rejected_from_its_header(png_bomb):
+    """A 12000 x 12000 PNG of ~140 KB decodes to 432 MB of RGB: refused before decoding, naming the size."""
+    import time
+    import tracemalloc
+    assert len(png_bomb) < 1 << 20
+    tracemalloc.start()
+    start = time.perf_counter()
+    with pytest.raises(ImageCodecError, match=r"image size 12000x12000 \(144 MP\) exceeds 67 MP"):
+        decode_compressed(png_bomb, "png")
+    elapsed, peak = time.perf_counter() - start, tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert elapsed < 0.5 and peak < 8 << 20, (elapsed, peak)
+
+
+def test_compressed_size_is_read_from_the_header():
+    import cv2
+    from easi3r_ros.io.image_codec import compressed_size
+    img = RNG.integers(0, 256, (21, 34, 3), dtype=np.uint8)
+    for ext in (".png", ".jpg", ".bmp", ".webp", ".tiff"):
+        ok, buf = cv2.imencode(ext, img)
+        assert compressed_size(buf) == (34, 21), ext
+        assert decode_compressed(buf, ext[1:]).shape == (21, 34, 3)
+    ok, progressive = cv2.imencode(".jpg", img, [cv2.IMWRITE_JPEG_PROGRESSIVE, 1])
+    assert compressed_size(progressive) == (34, 21)
+    with pytest.raises(ImageCodecError, match="no JPEG frame header"):
+        decode_compressed(b"\xff\xd8\xff\xda\x00\x08" + b"\0" * 20, "jpeg")
+
+
+def test_raw_and_compressed_images_share_one_size_limit(png_bomb):
+    from easi3r_ros.io.image_codec import MAX_PIXELS
+    with pytest.raises(ImageCodecError, match=r"image size 12000x12000 \(144 MP\) exceeds 67 MP"):
+        fields_to_array(12000, 12000, "mono8", 0, 12000, b"")
+    assert 7680 * 4320 <= MAX_PIXELS < 12000 * 12000  # 8K UHD passes, the bomb does not

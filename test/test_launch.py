@@ -137,8 +137,9 @@ def test_rviz_config_shows_the_outputs():
     displays = {d["Class"]: d for d in vm["Displays"]}
     topics = {d["Topic"]["Value"] for d in vm["Displays"] if "Topic" in d}
     assert {"rviz_default_plugins/TF", "rviz_default_plugins/Image", "rviz_default_plugins/PointCloud2",
-            "rviz_default_plugins/Path"} <= set(displays)
-    assert {"/easi3r/dynamic_mask", "/easi3r/static_cloud", "/easi3r/static_map", "/easi3r/path"} <= topics
+            "rviz_default_plugins/Path", "rviz_default_plugins/Odometry"} <= set(displays)
+    assert {"/easi3r/dynamic_mask", "/easi3r/depth", "/easi3r/odometry", "/easi3r/static_cloud",
+            "/easi3r/static_map", "/easi3r/path"} <= topics
     maps = [d for d in vm["Displays"] if d.get("Topic", {}).get("Value") == "/easi3r/static_map"]
     assert maps[0]["Topic"]["Durability Policy"] == "Transient Local"
 

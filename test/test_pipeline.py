@@ -6,7 +6,7 @@ import pytest
 
 from easi3r_ros.eval.scenes import make_window
 from easi3r_ros.model.checkpoint import random_network
-from easi3r_ros.model.preprocess import load_rgb
+from easi3r_ros.model.preprocess import load_rgb, preprocess_image
 from easi3r_ros.motion.segmentation import upsample
 from easi3r_ros.pipeline.window import WindowConfig, WindowError, WindowPipeline, preset_config
 from fixtures import load_fixture
@@ -126,3 +126,22 @@ def test_window_errors(tiny):
         pipe.run([frame, frame, np.zeros((64, 80, 3), np.uint8)])
     with pytest.raises(ValueError, match="unknown preset"):
         preset_config("fast")
+
+
+def test_window_with_a_calibrated_distorted_camera():
+    from easi3r_ros.io.camera_model import CameraModel
+    net, _ = random_network("tiny-224-linear", 0)
+    rng = np.random.default_rng(0)
+    frames = [(rng.random((120, 160, 3)) * 255).astype(np.uint8) for _ in range(4)]
+    cam = CameraModel(140.0, 150.0, 82.0, 57.5, 160, 120, "plumb_bob", (-0.1, 0.02, 0.0, 0.0, 0.0))
+    result = WindowPipeline(net, WindowConfig(niter=5)).run(frames, camera=cam)
+    for f in result.frames:
+        np.testing.assert_allclose(f.intrinsics_camera, cam.K)
+        assert f.mask_camera.shape == (120, 160) and f.depth_camera.shape == (120, 160)
+        # the alignment held the calibration, mapped to network pixels
+        fx, fy, cx, cy = cam.network_intrinsics(preprocess_image(frames[0], 224)[1])
+        np.testing.assert_allclose(f.intrinsics, [[fx, 0, cx], [0, fy, cy], [0, 0, 1]], rtol=1e-6)
+        inside = np.isfinite(f.depth_camera)
+        assert inside.mean() > 0.5 and (f.depth_camera[inside] > 0).all()
+    with pytest.raises(Exception, match="640x480"):
+        WindowPipeline(net, WindowConfig(niter=5)).run(frames, camera=CameraModel(1, 1, 1, 1, 640, 480))

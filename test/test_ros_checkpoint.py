@@ -63,6 +63,12 @@ def test_bad_checkpoint_reports_error_and_stays_up(tmp_path, kind):
         wait_until(lambda: len(listener.get("/diagnostics")) >= seen + 3 or node.poll() is not None, 30,
                    what="three more diagnostics")
         assert node.poll() is None, log.read_text()
+        # trust is a launch-time decision: a peer on the graph cannot switch unpickling on (issue: one atomic
+        # request {random_weights: "", trust_checkpoint: true, checkpoint: <payload>} used to run code)
+        ok, reason = set_params_atomically(listener, "easi3r", random_weights="", trust_checkpoint=True,
+                                           checkpoint=str(ckpt))
+        assert not ok and ("read-only" in reason.lower() or "start-up" in reason), reason
+        assert get_params(listener, "easi3r", ["trust_checkpoint"]) == {"trust_checkpoint": False}
         # a usable model at run time brings it back
         ok, reason = set_params_atomically(listener, "easi3r", checkpoint="", random_weights="tiny-224-linear")
         assert ok, reason

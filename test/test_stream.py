@@ -197,7 +197,7 @@ def test_chaining_recovers_trajectory_across_random_gauges(with_depth):
     feed(proc, range(60))
     finish(proc)
     s0 = runner.gauges[0][0]
-    poses = {p.frame.seq: p.odom_T_cam for w in sink.windows for p in w.published}
+    poses = {p.frame.seq: p.world_T_cam for w in sink.windows for p in w.published}
     assert sorted(poses) == list(range(60))
     for seq, pose in poses.items():
         np.testing.assert_allclose(pose, _expected(seq, s0), atol=1e-6)
@@ -246,7 +246,7 @@ def test_time_backwards_resets_cleanly():
     for call in runner.calls:
         assert all(c < 9 for c in call) or all(c >= 9 for c in call)
     first_new = [p for w in sink.windows for p in w.published if p.frame.seq == 9][0]
-    np.testing.assert_allclose(first_new.odom_T_cam, optical_to_body(), atol=1e-9)
+    np.testing.assert_allclose(first_new.world_T_cam, optical_to_body(), atol=1e-9)
     assert proc.stats.resets == 1
 
 

@@ -86,12 +86,7 @@ def stand_in_pairs(seed: int, batch: int, hw=(224, 224), split: str = "train", d
     return {k: torch.as_tensor(np.stack(v), dtype=dtype[k], device=device) for k, v in out.items()}
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

@@ -10,21 +10,29 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from .geometry import as_tensor, depth_to_cam_points, geotrf, inverse_rigid, pixel_grid
+from .geometry import as_tensor, geotrf, inverse_rigid, pixel_grid
 
 
 @torch.no_grad()
-def clean_confidence(conf, poses_c2w, depths, focal, tol: float = 1e-3, bad_conf: float = 0.0) -> np.ndarray:
-    """conf (N, H, W), poses (N, 4, 4) camera-to-world, depths (N, H, W), shared focal -> cleaned conf."""
+def clean_confidence(conf, poses_c2w, depths, focal, tol: float = 1e-3, bad_conf: float = 0.0,
+                     intrinsics=None) -> np.ndarray:
+    """conf (N, H, W), poses (N, 4, 4) camera-to-world, depths (N, H, W), shared focal -> cleaned conf.
+
+    `intrinsics` (fx, fy, cx, cy) replaces the shared focal and centred principal point when given."""
     assert 0 <= tol < 1
     res = as_tensor(conf).clone()
     poses = as_tensor(poses_c2w)
     depth = as_tensor(depths)
     n, h, w = res.shape
     grid = pixel_grid(h, w).reshape(-1, 2)
-    pp = torch.tensor([w / 2, h / 2])
-    f = torch.as_tensor(float(focal))
-    world = geotrf(poses, depth_to_cam_points(depth.reshape(n, -1), f, pp, grid))     # (N, HW, 3)
+    if intrinsics is None:
+        f = torch.tensor([float(focal), float(focal)])
+        pp = torch.tensor([w / 2, h / 2])
+    else:
+        f = torch.tensor([float(intrinsics[0]), float(intrinsics[1])])
+        pp = torch.tensor([float(intrinsics[2]), float(intrinsics[3])])
+    cam = depth.reshape(n, -1, 1)
+    world = geotrf(poses, torch.cat([cam * (grid - pp) / f, cam], dim=-1))             # (N, HW, 3)
     w2c = inverse_rigid(poses)
     for i in range(n):
         for j in range(n):
@@ -32,8 +40,8 @@ def clean_confidence(conf, poses_c2w, depths, focal, tol: float = 1e-3, bad_conf
                 continue
             proj = geotrf(w2c[j], world[i])                                           # (HW, 3)
             z = proj[:, 2]
-            u = (f * proj[:, 0] / z + pp[0]).round()
-            v = (f * proj[:, 1] / z + pp[1]).round()
+            u = (f[0] * proj[:, 0] / z + pp[0]).round()
+            v = (f[1] * proj[:, 1] / z + pp[1]).round()
             inside = (z > 0) & (u >= 0) & (u < w) & (v >= 0) & (v < h)
             idx = inside.nonzero()[:, 0]
             vj = v[idx].long()

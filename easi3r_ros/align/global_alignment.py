@@ -8,6 +8,10 @@ Loss = Σ_e Σ_pix log C_i^e·‖X_i − S_e(P_i^e)‖ / Σ_e HW + the same for 
 (+ optional weighted flow term, see :mod:`.flow`). Adam(betas 0.9, 0.9), lr linear from `lr` to
 `lr_min`, full batch. Everything is vectorised over edges and pixels.
 
+Known intrinsics (fx, fy, cx, cy): the focal is not a variable and the principal point is (cx, cy). The
+pixel offsets are expressed in fx units, v' = (v − cy)·fx/fy, so one isotropic focal fx describes the
+camera exactly and every loss keeps its form; the flow's v component is rescaled the same way.
+
 The core imports no ROS.
 """
 from __future__ import annotations
@@ -107,7 +111,9 @@ class GlobalAligner:
 
     def __init__(self, pred1_pts: ArrayLike, pred1_conf: ArrayLike, pred2_pts: ArrayLike,
                  pred2_conf: ArrayLike, edges, n_frames: int, flow=None, device="cpu",
-                 min_conf_thr: float = 2.5, niter_pnp: int = 10):
+                 min_conf_thr: float = 2.5, niter_pnp: int = 10,
+                 intrinsics: Optional[Tuple[float, float, float, float]] = None,
+                 pnp_conf_quantile: Optional[float] = None):
         self.device = torch.device(device)
         self.pred_i = as_tensor(pred1_pts, self.device)
         self.pred_j = as_tensor(pred2_pts, self.device)
@@ -119,8 +125,17 @@ class GlobalAligner:
         self.ei = torch.tensor([i for i, _ in self.edges], device=self.device)
         self.ej = torch.tensor([j for _, j in self.edges], device=self.device)
         self.min_conf_thr = min_conf_thr
+        self.pnp_conf_quantile = pnp_conf_quantile
         self.niter_pnp = niter_pnp
         self.flow = _flow_config(flow, self.n_frames, self.device)
+        self.known = None if intrinsics is None else tuple(float(x) for x in intrinsics)
+        if self.known is not None:
+            fx, fy, cx, cy = self.known
+            if not (np.isfinite(self.known).all() and fx > 0 and fy > 0):
+                raise ValueError(f"intrinsics must be finite with positive focals (got {self.known})")
+            if self.flow is not None and fx != fy:
+                self.flow.flow_ij = self.flow.flow_ij * torch.tensor([1.0, fx / fy], device=self.device)[:, None, None]
+                self.flow.flow_ji = self.flow.flow_ji * torch.tensor([1.0, fx / fy], device=self.device)[:, None, None]
 
         hw = self.height * self.width
         self.conf = frame_confidence(self.conf_i, self.conf_j, self.ei, self.ej, self.n_frames)
@@ -129,10 +144,16 @@ class GlobalAligner:
         self.flat_i = self.pred_i.reshape(self.n_edges, hw, 3)
         self.flat_j = self.pred_j.reshape(self.n_edges, hw, 3)
         self.total_area = float(self.n_edges * hw)
-        self.grid = pixel_grid(self.height, self.width, device=self.device)
+        if self.known is None:
+            self.pp = torch.tensor([self.width / 2, self.height / 2], device=self.device)
+            self.grid = pixel_grid(self.height, self.width, device=self.device)
+        else:  # pixels in fx units about (cx, cy) (see the module doc)
+            fx, fy, cx, cy = self.known
+            self.pp = torch.tensor([cx, cy], device=self.device)
+            self.grid = (pixel_grid(self.height, self.width, device=self.device) - self.pp) \
+                * torch.tensor([1.0, fx / fy], device=self.device) + self.pp
         self.flat_grid = self.grid.reshape(-1, 2)
         self.pairwise = PairwiseLoss(self.flat_i, self.flat_j, self.weight_i, self.weight_j, self.ei, self.ej)
-        self.pp = torch.tensor([self.width / 2, self.height / 2], device=self.device)
         self.cf_offsets = (self.flat_grid - self.pp).t().contiguous()                # (2, HW)
         self.fused_flow = (FusedFlowLoss(self.flow, self.ei, self.ej, self.cf_offsets)
                            if self.flow is not None else None)
@@ -141,15 +162,25 @@ class GlobalAligner:
         self.log_depths = torch.zeros((self.n_frames, hw), device=self.device)
         self.pose_params = torch.zeros((self.n_frames, 7), device=self.device)
         self.pose_params[:, 3] = 1
-        self.focal_param = torch.full((1,), FOCAL_BREAK * math.log(max(self.height, self.width)),
-                                      device=self.device)
+        focal0 = self.known[0] if self.known is not None else max(self.height, self.width)
+        self.focal_param = torch.full((1,), FOCAL_BREAK * math.log(focal0), device=self.device)
         self.edge_params = torch.zeros((self.n_edges, 8), device=self.device)
         self.edge_params[:, 3] = 1
         self.mst: Optional[MSTResult] = None
 
     # ---------------------------------------------------------------- variables
     def parameters(self) -> List[torch.Tensor]:
+        if self.known is not None:  # a calibrated focal is not optimised
+            return [self.log_depths, self.pose_params, self.edge_params]
         return [self.log_depths, self.pose_params, self.focal_param, self.edge_params]
+
+    def intrinsics(self) -> np.ndarray:
+        """(N, 3, 3) float32 K of every frame (network pixels)."""
+        if self.known is None:
+            return intrinsics_matrix(float(self.focal()), self.height, self.width, self.n_frames)
+        fx, fy, cx, cy = self.known
+        k = np.array([[fx, 0, cx], [0, fy, cy], [0, 0, 1]], np.float32)
+        return np.repeat(k[None], self.n_frames, axis=0)
 
     def focal(self) -> torch.Tensor:
         return (self.focal_param / FOCAL_BREAK).exp()[0]
@@ -180,12 +211,14 @@ class GlobalAligner:
     @torch.no_grad()
     def init_mst(self, stale_focal: bool = True) -> InitParams:
         mst = mst_init(self.pred_i, self.pred_j, self.conf_i, self.conf_j, self.edges, self.n_frames,
-                       self.conf, self.min_conf_thr, self.niter_pnp, stale_focal=stale_focal)
+                       self.conf, self.min_conf_thr, self.niter_pnp, stale_focal=stale_focal, known=self.known,
+                       conf_quantile=self.pnp_conf_quantile)
         params = init_from_mst(mst, self.pred_i, self.conf_i, self.edges)
         self.log_depths.copy_(params.log_depths)
         self.pose_params.copy_(params.pose_params)
         self.edge_params.copy_(params.edge_params)
-        self.focal_param.fill_(FOCAL_BREAK * math.log(params.focal))
+        if self.known is None:
+            self.focal_param.fill_(FOCAL_BREAK * math.log(params.focal))
         self.mst = mst
         return params
 
@@ -293,11 +326,12 @@ class GlobalAligner:
         out = self.snapshot()
         n = self.n_frames
         conf = self.conf.cpu().numpy()
-        conf_clean = clean_confidence(conf, out["poses_c2w"], out["depths"], out["focal"]) if clean else None
+        conf_clean = clean_confidence(conf, out["poses_c2w"], out["depths"], out["focal"],
+                                      intrinsics=self.known) if clean else None
         t3 = time.perf_counter()
         return AlignmentResult(
             poses_c2w=out["poses_c2w"], focal=out["focal"], focals=np.full(n, out["focal"], np.float32),
-            intrinsics=intrinsics_matrix(out["focal"], self.height, self.width, n), depths=out["depths"],
+            intrinsics=self.intrinsics(), depths=out["depths"],
             conf=conf, pts3d=out["pts3d"], edge_poses=out["edge_poses"],
             init_poses_c2w=init["poses_c2w"], init_focal=init["focal"], init_depths=init["depths"],
             init_loss=init_loss, loss_curve=curve, final_loss=float(curve[-1, 0]) if niter else init_loss,
@@ -310,12 +344,16 @@ def align_window(pred1_pts: ArrayLike, pred1_conf: ArrayLike, pred2_pts: ArrayLi
                  edges, n_frames: int, niter: int = 300, lr: float = 0.01, lr_min: float = 1e-3,
                  flow: Optional[dict] = None, device="cpu", schedule: str = "linear",
                  min_conf_thr: float = 2.5, niter_pnp: int = 10, clean: bool = True,
-                 callback=None) -> AlignmentResult:
+                 callback=None, intrinsics: Optional[Tuple[float, float, float, float]] = None,
+                 pnp_conf_quantile: Optional[float] = None) -> AlignmentResult:
     """MST initialisation + Adam optimisation of one window's pairwise pointmaps (spec §9).
 
     flow: None or a dict with `flow_ij`, `flow_ji` (E, 2, H, W), `static_masks` (N, H, W) bool (or
     `dynamic_masks`, negated), optional `weight` (0.01), `start_fraction` (0.1), `gate` (25).
+    intrinsics: None (one shared focal is estimated, principal point at the centre) or the calibrated
+    (fx, fy, cx, cy) in network pixels, held fixed. pnp_conf_quantile: see WindowConfig.
     """
     aligner = GlobalAligner(pred1_pts, pred1_conf, pred2_pts, pred2_conf, edges, n_frames, flow=flow,
-                            device=device, min_conf_thr=min_conf_thr, niter_pnp=niter_pnp)
+                            device=device, min_conf_thr=min_conf_thr, niter_pnp=niter_pnp, intrinsics=intrinsics,
+                            pnp_conf_quantile=pnp_conf_quantile)
     return aligner.run(niter=niter, lr=lr, lr_min=lr_min, schedule=schedule, clean=clean, callback=callback)

@@ -66,21 +66,27 @@ def edge_scores(conf_i: torch.Tensor, conf_j: torch.Tensor) -> np.ndarray:
     return np.array([float(a * b) for a, b in zip(mi, mj)], dtype=np.float64)
 
 
-def pnp_pose(pts3d: torch.Tensor, focal: Optional[float], msk: np.ndarray, n_iter: int = 10):
+def pnp_pose(pts3d: torch.Tensor, focal: Optional[float], msk: np.ndarray, n_iter: int = 10,
+             known: Optional[Tuple[float, float, float, float]] = None):
     """(focal, camera-to-world pose (4,4) tensor) of a world pointmap by RANSAC-PnP (SQPnP), or None.
 
     Pixels where `msk` holds are used; principal point (W/2, H/2). Without a focal, 21 focals
     geometrically spaced in [S/2, 3S] (S = max(H, W)) are tried and the one with most inliers kept.
+    With `known` intrinsics (fx, fy, cx, cy) only those are used.
     """
     if msk.sum() < 4:
         return None
     pts = pts3d.detach().cpu().numpy()
     h, w, _ = pts.shape
     pixels = np.mgrid[:w, :h].T.astype(np.float32)  # (H, W, 2) = (u, v)
-    candidates = [focal] if focal is not None else np.geomspace(max(h, w) / 2, max(h, w) * 3, 21)
+    if known is not None:
+        candidates = [known[0]]
+    else:
+        candidates = [focal] if focal is not None else np.geomspace(max(h, w) / 2, max(h, w) * 3, 21)
     best = None
     for f in candidates:
-        k = np.float32([(f, 0, w / 2), (0, f, h / 2), (0, 0, 1)])
+        k = (np.float32([(f, 0, w / 2), (0, f, h / 2), (0, 0, 1)]) if known is None else
+             np.float32([(known[0], 0, known[2]), (0, known[1], known[3]), (0, 0, 1)]))
         ok, rvec, tvec, inliers = cv2.solvePnPRansac(pts[msk], pixels[msk], k, None, iterationsCount=n_iter,
                                                      reprojectionError=5, flags=cv2.SOLVEPNP_SQPNP)
         if not ok or inliers is None or len(inliers) == 0:
@@ -109,11 +115,15 @@ class MSTResult:
 
 def mst_init(pred_i: torch.Tensor, pred_j: torch.Tensor, conf_i: torch.Tensor, conf_j: torch.Tensor,
              edges: Sequence[Tuple[int, int]], n_frames: int, im_conf: torch.Tensor,
-             min_conf_thr: float = 2.5, niter_pnp: int = 10, stale_focal: bool = True) -> MSTResult:
+             min_conf_thr: float = 2.5, niter_pnp: int = 10, stale_focal: bool = True,
+             known: Optional[Tuple[float, float, float, float]] = None,
+             conf_quantile: Optional[float] = None) -> MSTResult:
     """Place every frame along the maximum-confidence spanning tree of the scene graph.
 
     `stale_focal` reproduces the reference's order of focal estimation: at each tree step the
     still-unknown focal of view i is taken from the *previously placed* edge's pointmap 1.
+    `known` calibrated intrinsics (fx, fy, cx, cy): every focal is fx and PnP uses the full K.
+    `conf_quantile`: PnP on the pixels above this confidence quantile when < 1 % pass `min_conf_thr`.
     """
     edges = [(int(i), int(j)) for i, j in edges]
     index = {e: k for k, e in enumerate(edges)}
@@ -127,7 +137,7 @@ def mst_init(pred_i: torch.Tensor, pred_j: torch.Tensor, conf_i: torch.Tensor, c
 
     pts3d: List[Optional[torch.Tensor]] = [None] * n_frames
     poses: List[Optional[torch.Tensor]] = [None] * n_frames
-    focals: List[Optional[float]] = [None] * n_frames
+    focals: List[Optional[float]] = [None if known is None else float(known[0])] * n_frames
     eye = torch.eye(4, dtype=pred_i.dtype, device=pred_i.device)
 
     _, i, j = todo.pop()
@@ -136,7 +146,8 @@ def mst_init(pred_i: torch.Tensor, pred_j: torch.Tensor, conf_i: torch.Tensor, c
     pts3d[j] = pred_j[e].clone()
     done = {i, j}
     poses[i] = eye.clone()
-    focals[i] = weiszfeld_focal(pred_i[e])
+    if focals[i] is None:
+        focals[i] = weiszfeld_focal(pred_i[e])
     tree_edges = [(i, j)]
     while todo:
         score, i, j = todo.pop()
@@ -170,7 +181,9 @@ def mst_init(pred_i: torch.Tensor, pred_j: torch.Tensor, conf_i: torch.Tensor, c
     for n in range(n_frames):
         if poses[n] is None:
             msk = (im_conf[n] > min_conf_thr).cpu().numpy()
-            found = pnp_pose(pts3d[n], focals[n], msk, niter_pnp)
+            if conf_quantile is not None and msk.mean() < 0.01:
+                msk = (im_conf[n] > torch.quantile(im_conf[n].float().flatten(), conf_quantile)).cpu().numpy()
+            found = pnp_pose(pts3d[n], focals[n], msk, niter_pnp, known=known)
             if found is not None:
                 focals[n], poses[n] = found
                 pnp_frames.append(n)

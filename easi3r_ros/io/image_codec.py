@@ -15,6 +15,7 @@ publishing masks/depth, ``mono16``, ``16UC1``, ``32FC1`` (plus ``8UC1``/``8UC3``
 """
 from __future__ import annotations
 
+import io
 from dataclasses import dataclass
 from typing import Any, Dict, Tuple
 
@@ -35,8 +36,10 @@ ENCODINGS: Dict[str, Tuple[np.dtype, int]] = {
 }
 COLOR_ENCODINGS = ("rgb8", "bgr8", "mono8", "rgba8", "bgra8")
 
-# Images larger than this per side are rejected as corrupt rather than allocated.
+# Images larger than this per side or in all are rejected as corrupt rather than allocated (8192 x 8192 holds
+# every camera resolution up to 8K UHD; decoded as RGB it is 192 MiB).
 MAX_SIDE = 1 << 15
+MAX_PIXELS = 1 << 26
 
 
 class ImageCodecError(ValueError):
@@ -57,6 +60,15 @@ class ImageFields:
     def as_dict(self) -> Dict[str, Any]:
         return dict(height=self.height, width=self.width, encoding=self.encoding,
                     is_bigendian=self.is_bigendian, step=self.step, data=self.data)
+
+
+def check_image_size(width: int, height: int) -> None:
+    """ImageCodecError for an image above MAX_SIDE per side or MAX_PIXELS in all."""
+    if height > MAX_SIDE or width > MAX_SIDE:
+        raise ImageCodecError(f"image size {width}x{height} exceeds {MAX_SIDE} px per side")
+    if width * height > MAX_PIXELS:
+        raise ImageCodecError(f"image size {width}x{height} ({width * height / 1e6:.0f} MP) exceeds "
+                              f"{MAX_PIXELS / 1e6:.0f} MP")
 
 
 def _spec(encoding: str) -> Tuple[np.dtype, int]:
@@ -88,8 +100,7 @@ def fields_to_array(height: int, width: int, encoding: str, is_bigendian: int, s
     height, width, step = int(height), int(width), int(step)
     if height <= 0 or width <= 0:
         raise ImageCodecError(f"empty image: {width}x{height} ({encoding})")
-    if height > MAX_SIDE or width > MAX_SIDE:
-        raise ImageCodecError(f"image size {width}x{height} exceeds {MAX_SIDE} px per side")
+    check_image_size(width, height)
     pix = dtype.itemsize * ch
     row = width * pix
     if step < row:
@@ -176,12 +187,63 @@ def decode_rgb8(height: int, width: int, encoding: str, is_bigendian: int, step:
     return to_rgb8(fields_to_array(height, width, encoding, is_bigendian, step, data), encoding)
 
 
+def compressed_size(data: Any) -> Tuple[int, int]:
+    """(width, height) from the header of a PNG, JPEG or other Pillow-readable image, decoding no pixels."""
+    view = memoryview(_buffer(data))
+    if view[:8] == b"\x89PNG\r\n\x1a\n" and view[12:16] == b"IHDR":
+        return int.from_bytes(view[16:20], "big"), int.from_bytes(view[20:24], "big")
+    if view[:2] == b"\xff\xd8":
+        return _jpeg_size(view)
+    import PIL.Image
+    try:  # Image.open reads only the header (its own bomb check, far above MAX_PIXELS, raises here too)
+        with PIL.Image.open(io.BytesIO(view)) as image:
+            return image.size
+    except PIL.UnidentifiedImageError:
+        raise ImageCodecError("cannot decode: not a known image format") from None
+    except Exception as exc:
+        reason = str(exc).splitlines()[0][:120] if str(exc) else type(exc).__name__
+        raise ImageCodecError(f"cannot decode: {reason}") from None
+
+
+def _jpeg_size(buf: memoryview) -> Tuple[int, int]:
+    """(width, height) from a JPEG's start-of-frame segment."""
+    pos = 2
+    while pos + 4 <= len(buf):
+        if buf[pos] != 0xFF:
+            break
+        marker = buf[pos + 1]
+        if marker == 0xFF:  # fill byte
+            pos += 1
+            continue
+        if marker in (0x01, *range(0xD0, 0xD8)):  # markers without a length
+            pos += 2
+            continue
+        length = int.from_bytes(buf[pos + 2:pos + 4], "big")
+        if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC) and pos + 9 <= len(buf):
+            height, width = int.from_bytes(buf[pos + 5:pos + 7], "big"), int.from_bytes(buf[pos + 7:pos + 9], "big")
+            if width and height:
+                return width, height
+            break
+        if marker == 0xDA or length < 2:  # image data before any frame header
+            break
+        pos += 2 + length
+    raise ImageCodecError("cannot decode: no JPEG frame header before the image data")
+
+
 def decode_compressed(data: Any, fmt: str = "") -> np.ndarray:
-    """``sensor_msgs/CompressedImage`` data (JPEG/PNG/…) → (H, W, 3) uint8 RGB via ``cv2.imdecode``."""
+    """``sensor_msgs/CompressedImage`` data (JPEG/PNG/…) → (H, W, 3) uint8 RGB via ``cv2.imdecode``.
+
+    The size in the header is checked first (:func:`check_image_size`): a small file that claims a huge image
+    (a decompression bomb) is rejected before any pixel is allocated.
+    """
     import cv2
     buf = _buffer(data)
     if buf.size == 0:
         raise ImageCodecError(f"empty compressed image (format {fmt!r})")
+    try:
+        check_image_size(*compressed_size(buf))
+    except ImageCodecError as exc:
+        raise ImageCodecError(f"compressed image (format {fmt!r}, {buf.size} B): {exc}") from None
     img = cv2.imdecode(buf, cv2.IMREAD_COLOR)
     if img is None:
         raise ImageCodecError(f"cannot decode compressed image (format {fmt!r}, {buf.size} B)")

@@ -49,6 +49,18 @@ class CropInfo:
         h0, w0 = self.camera_hw
         return cv2.resize(canvas, (w0, h0), interpolation=cv2.INTER_NEAREST).astype(bool)
 
+    def depth_to_camera(self, depth: np.ndarray) -> np.ndarray:
+        """(H, W) network depth -> (H0, W0) float32 camera depth (bilinear; outside the crop: NaN).
+
+        z-depth does not change with the image's scale, so values are copied, not rescaled."""
+        import cv2
+
+        canvas = np.full(self.resized_hw, np.nan, np.float32)
+        left, top, right, bottom = self.crop_box
+        canvas[top:bottom, left:right] = depth
+        h0, w0 = self.camera_hw
+        return cv2.resize(canvas, (w0, h0), interpolation=cv2.INTER_LINEAR)
+
 
 def _resize_long_side(img: PIL.Image.Image, long_side: int) -> PIL.Image.Image:
     current = max(img.size)

@@ -3,23 +3,28 @@
 Outputs (camera resolution unless noted): ``masks/<frame>.png`` (0/255), ``overlay.mp4``,
 ``poses_tum.txt`` (camera-to-world, TUM format), ``intrinsics.json``, ``depth/<frame>.npy`` (network
 resolution), ``static_cloud.ply`` and ``results.npz`` (array names as in the reference fixtures).
+
+Known intrinsics (``camera``) are held fixed by the alignment. A metric scale comes from the robot's odometry
+(``odometry(stamp_ns) -> 4x4`` camera pose in the odometry frame: the trajectory is then expressed in that
+frame, in metres) or is given (``fixed_scale``); either runs the frames through the stream's chaining, one
+window or several, which owns the scale estimate. The scale reached is recorded in ``run_info.json``.
 """
 from __future__ import annotations
 
 import json
 from collections import defaultdict
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Dict, Iterable, List
+from typing import Callable, Dict, Iterable, List, Optional
 
 import numpy as np
 
-from ..align.sim3 import sim3_decompose
+from ..io.camera_model import CameraModel
 from ..io.frames import IMAGE_EXTENSIONS, Frame, InputError, check_same_size
 from ..io.writers import (OverlayVideoWriter, write_depth, write_mask_png, write_ply, write_results_npz,
                           write_tum)
 from .result import FrameResult
-from .stream import PublishedFrame, StreamConfig, StreamProcessor, StreamSink, WindowOutput
+from .stream import PublishedFrame, StreamConfig, StreamProcessor, StreamSink, WindowOutput, transform_points
 from .window import WindowPipeline
 
 RANDOM_WEIGHTS_WARNING = ("RANDOM WEIGHTS (smoke test): the network is untrained, so masks, poses and points "
@@ -34,6 +39,7 @@ class RunSummary:
     timings: Dict[str, float] = field(default_factory=dict)
     random_weights: bool = False
     outputs: List[str] = field(default_factory=list)
+    scale: Optional[dict] = None   # the last window's scale estimate (value, spread, source, state, pairs)
 
 
 def frame_name(frame: Frame) -> str:
@@ -84,12 +90,19 @@ class RunWriter:
         return sorted(str(p.relative_to(self.out)) for p in self.out.iterdir())
 
 
+def scale_source_of(odometry: Optional[Callable], fixed_scale: Optional[float]) -> str:
+    return "odometry" if odometry is not None else "fixed" if fixed_scale is not None else "none"
+
+
 def run_offline(frames: Iterable[Frame], pipeline: WindowPipeline, out_dir: Path, meta: dict,
-                window: int = 0, stride: int = 0) -> RunSummary:
+                window: int = 0, stride: int = 0, camera: Optional[CameraModel] = None,
+                odometry: Optional[Callable[[int], Optional[np.ndarray]]] = None,
+                fixed_scale: Optional[float] = None) -> RunSummary:
     """Process ``frames`` and write everything to ``out_dir``.
 
     ``window == 0`` processes all frames as one window (the reference's behaviour). Otherwise sliding
-    windows of ``window`` frames every ``stride`` frames are chained into one trajectory.
+    windows of ``window`` frames every ``stride`` frames are chained into one trajectory. ``camera``: known
+    intrinsics of the source images; ``odometry`` or ``fixed_scale``: a metric scale (see the module).
     """
     frames = list(frames)
     if not frames:
@@ -97,12 +110,19 @@ def run_offline(frames: Iterable[Frame], pipeline: WindowPipeline, out_dir: Path
     check_same_size(frames)
     summary = RunSummary(frames=len(frames), random_weights=bool(meta.get("random_weights")))
     writer = RunWriter(out_dir, meta)
-    if window and window < len(frames):
-        results, arrays, timings, n_windows = run_windows(pipeline, frames, sliding_config(len(frames), window, stride))
+    source = scale_source_of(odometry, fixed_scale)
+    if source != "none" or (window and window < len(frames)):
+        config = sliding_config(len(frames), window if window and window < len(frames) else len(frames), stride,
+                                scale_source=source, fixed_scale=fixed_scale)
+        results, arrays, timings, n_windows, scales = run_windows(pipeline, frames, config, camera, odometry)
+        summary.scale = scales[-1] if scales else None
+        meta["scale"] = {"source": source, "final": summary.scale, "windows": scales}
     else:
         result = pipeline.run([f.rgb for f in frames], [f.stamp_ns for f in frames],
-                              frame_ids=list(range(len(frames))))
+                              frame_ids=list(range(len(frames))), camera=camera)
         results, arrays, timings, n_windows = result.frames, result.arrays, result.timings, 1
+        meta["scale"] = {"source": "none"}
+    meta["units"] = "m" if scale_is_metric(summary.scale) else "first window's (free monocular scale)"
     for frame, res in zip(frames, results):
         writer.frame(frame, res)
     summary.outputs = writer.close(arrays)
@@ -112,6 +132,11 @@ def run_offline(frames: Iterable[Frame], pipeline: WindowPipeline, out_dir: Path
     return summary
 
 
+def scale_is_metric(scale: Optional[dict]) -> bool:
+    """Whether a recorded scale estimate (see :class:`.metric_scale.ScaleEstimate`) puts the outputs in metres."""
+    return bool(scale) and scale.get("state") in ("observed", "held", "fixed")
+
+
 class _Collector(StreamSink):
     """Keeps what the stream publishes: each frame once, with its pose chained onto one trajectory."""
 
@@ -119,6 +144,7 @@ class _Collector(StreamSink):
         self.published: Dict[int, PublishedFrame] = {}
         self.dropped: List[str] = []
         self.windows = 0
+        self.scales: List[dict] = []
         self.timings: Dict[str, float] = defaultdict(float)
 
     def on_window(self, out: WindowOutput) -> None:
@@ -126,6 +152,7 @@ class _Collector(StreamSink):
             self.windows += 1
             for key, value in out.result.timings.items():
                 self.timings[key] += value
+            self.scales.append({"window": out.window_id, **_as_dict(out.scale)})
         for pub in out.published:
             self.published[pub.frame.seq] = pub
 
@@ -133,30 +160,39 @@ class _Collector(StreamSink):
         self.dropped += [f"{f.frame_id}: {reason}" for f in frames]
 
 
+def _as_dict(scale) -> dict:
+    """A ScaleEstimate as JSON-ready numbers and strings."""
+    return {k: v.item() if isinstance(v, np.generic) else v for k, v in asdict(scale).items()}
+
+
 def _in_trajectory(pub: PublishedFrame) -> FrameResult:
     """The frame's result moved from its window's world onto the chained trajectory (and its scale)."""
     res = pub.result
-    scale = sim3_decompose(pub.to_odom)[0]
-    points = res.static_points @ pub.to_odom[:3, :3].T.astype(np.float32) + pub.to_odom[:3, 3].astype(np.float32)
-    return replace(res, cam_to_world=pub.odom_T_cam, depth=res.depth * np.float32(scale), static_points=points)
+    points = transform_points(pub.to_world, res.static_points).astype(np.float32)
+    return replace(res, cam_to_world=pub.world_T_cam, depth=res.depth * np.float32(pub.depth_scale),
+                   static_points=points)
 
 
-def sliding_config(n_frames: int, window: int, stride: int = 0) -> StreamConfig:
+def sliding_config(n_frames: int, window: int, stride: int = 0, **scale) -> StreamConfig:
     """The validated stream configuration of an offline run over ``n_frames`` in windows of ``window``
-    frames every ``stride`` (0: half a window). Raises StreamConfigError."""
+    frames every ``stride`` (0: half a window); ``scale``: ``scale_source`` / ``fixed_scale``. Raises
+    StreamConfigError."""
+    scale = {k: v for k, v in scale.items() if v is not None}
     return StreamConfig(window_size=window, stride=stride or max(1, window // 2), queue_limit=n_frames + window,
-                        cloud_voxel_size=0.0, odom_T_world=tuple(map(tuple, np.eye(4)))).validate()
+                        cloud_voxel_size=0.0, odom_T_world=tuple(map(tuple, np.eye(4))), **scale).validate()
 
 
-def run_windows(pipeline: WindowPipeline, frames: List[Frame], config: StreamConfig):
+def run_windows(pipeline: WindowPipeline, frames: List[Frame], config: StreamConfig,
+                camera: Optional[CameraModel] = None, odometry: Optional[Callable] = None):
     """Sliding windows through the same scheduler and Sim(3) chaining as the ROS node, synchronously.
 
-    The trajectory's frame is the first camera's optical frame (as for a single window); each frame's
-    result comes from the first window that gives it context on both sides (see :mod:`.stream`).
+    The trajectory's frame is the first camera's optical frame (as for a single window), or the odometry
+    frame with ``odometry``; each frame's result comes from the first window that gives it context on both
+    sides (see :mod:`.stream`). Returns (results, arrays, timings, windows, scale estimates per window).
     """
     sink = _Collector()
-    processor = StreamProcessor(config, runner_factory=lambda: pipeline, sink=sink).start()
-    pushed = [processor.push(f.rgb, f.stamp_ns, frame_id=frame_name(f)) for f in frames]
+    processor = StreamProcessor(config, runner_factory=lambda: pipeline, sink=sink, odometry=odometry).start()
+    pushed = [processor.push(f.rgb, f.stamp_ns, frame_id=frame_name(f), camera=camera) for f in frames]
     processor.close(flush=True)
     if sink.dropped or processor.stats.last_error:
         raise RuntimeError(f"{len(sink.dropped)} frame(s) not processed ({processor.stats.last_error or sink.dropped[0]})")
@@ -173,9 +209,14 @@ def run_windows(pipeline: WindowPipeline, frames: List[Frame], config: StreamCon
     }
     timings = dict(sink.timings)
     timings["total_s"] = sum(v for k, v in timings.items() if k != "total_s")
-    return results, arrays, timings, sink.windows
+    return results, arrays, timings, sink.windows, sink.scales
 
 
 def describe(summary: RunSummary) -> str:
     stages = ", ".join(f"{k[:-2]} {v:.2f}s" for k, v in summary.timings.items() if k.endswith("_s") and k != "total_s")
-    return f"{summary.frames} frames in {summary.windows} window(s), {summary.seconds:.1f}s ({stages})"
+    text = f"{summary.frames} frames in {summary.windows} window(s), {summary.seconds:.1f}s ({stages})"
+    s = summary.scale
+    if s and s["source"] != "none":
+        text += (f"; scale {s['value']:.4g} ({s['source']}, {s['state']}, spread {s['spread']:.2g})"
+                 + ("; poses in metres" if scale_is_metric(s) else "; scale unknown: poses in the first window's unit"))
+    return text

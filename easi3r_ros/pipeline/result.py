@@ -23,10 +23,11 @@ class FrameResult:
     cam_to_world: np.ndarray         # (4, 4) float64
     intrinsics: np.ndarray           # (3, 3) float64 at network resolution
     intrinsics_camera: np.ndarray    # (3, 3) float64 at camera resolution
-    depth: np.ndarray                # (H, W) float32, z along the optical axis
+    depth: np.ndarray                # (H, W) float32, z along the optical axis (window units)
     confidence: np.ndarray           # (H, W) float32, max over the frame's edges
     static_points: np.ndarray        # (M, 3) float32 world points: mask false, confidence above threshold
     static_colors: np.ndarray        # (M, 3) uint8 RGB of those points
+    depth_camera: Optional[np.ndarray] = None  # (H0, W0) float32 depth on the image as received (NaN: none)
 
     @property
     def dynamic_ratio(self) -> float:

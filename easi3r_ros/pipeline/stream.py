@@ -52,12 +52,14 @@ import math
 import threading
 import time
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Deque, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
 from ..align.sim3 import ChainLink, apply_sim3_to_poses, estimate_window_sim3
+from ..io.camera_model import CameraModel
+from .metric_scale import SCALE_SOURCES, ScaleEstimate, odometry_scale
 from .result import FrameResult, WindowResult
 
 log = logging.getLogger(__name__)
@@ -84,6 +86,10 @@ class StreamConfig:
     cloud_voxel_size: float = 0.02   # voxel edge of the per-window cloud and the map (odometry units); 0: none
     map_max_points: int = 1_000_000  # map voxels kept (least recently seen dropped first)
     odom_T_world: Optional[Tuple[Tuple[float, ...], ...]] = None  # 4x4; None: optical -> REP 103 body axes
+    scale_source: str = "none"      # none | odometry | fixed (see pipeline.metric_scale)
+    fixed_scale: float = 1.0        # "fixed": metres per unit of the segment's first window
+    scale_min_motion: float = 0.05  # "odometry": metres two frames must be apart to measure the scale
+    scale_max_spread: float = 1.0   # "odometry": a window whose pair ratios spread more is not trusted
 
     def validate(self) -> "StreamConfig":
         w, s, q = self.window_size, self.stride, self.queue_limit
@@ -101,6 +107,16 @@ class StreamConfig:
             raise StreamConfigError(f"map_max_points must be >= 1 (got {self.map_max_points!r})")
         if self.odom_T_world is not None and np.asarray(self.odom_T_world, float).shape != (4, 4):
             raise StreamConfigError("odom_T_world must be a 4x4 matrix")
+        if self.scale_source not in SCALE_SOURCES:
+            raise StreamConfigError(f"scale_source must be one of {', '.join(SCALE_SOURCES)} "
+                                    f"(got {self.scale_source!r})")
+        if not (self.fixed_scale > 0 and math.isfinite(self.fixed_scale)):
+            raise StreamConfigError(f"fixed_scale must be a finite number > 0 (got {self.fixed_scale!r})")
+        if not (self.scale_max_spread > 0 and math.isfinite(self.scale_max_spread)):
+            raise StreamConfigError(f"scale_max_spread must be a finite number > 0 (got {self.scale_max_spread!r})")
+        if not (self.scale_min_motion > 0 and math.isfinite(self.scale_min_motion)):
+            raise StreamConfigError(f"scale_min_motion must be a finite number > 0 metres "
+                                    f"(got {self.scale_min_motion!r})")
         return self
 
     @property
@@ -149,7 +165,8 @@ def _depth_ratio(anchor_depths: Sequence[np.ndarray], new_depths: Sequence[np.nd
 
 def estimate_chain_sim3(anchor_poses: Sequence[np.ndarray], new_poses: Sequence[np.ndarray],
                         anchor_depths: Optional[Sequence[np.ndarray]] = None,
-                        new_depths: Optional[Sequence[np.ndarray]] = None) -> ChainLink:
+                        new_depths: Optional[Sequence[np.ndarray]] = None,
+                        scale: Optional[float] = None) -> ChainLink:
     """Similarity ``S`` with ``S ∘ new_pose_i ≈ anchor_pose_i`` over the overlap frames i.
 
     Poses are camera-to-world 4x4 (rigid, each in its own world). With depth maps of the overlap
@@ -157,14 +174,21 @@ def estimate_chain_sim3(anchor_poses: Sequence[np.ndarray], new_poses: Sequence[
     ``R_anchor R_newᵀ``, scale = median depth ratio, translation = mean of ``c_anchor - s R c_new`` —
     well posed even when the camera stands still, where camera centres carry no scale. Without usable
     depths: :func:`easi3r_ros.align.sim3.estimate_window_sim3` on the poses ("auto": Umeyama on the
-    centres when they spread, else rotations + least-squares scale).
+    centres when they spread, else rotations + least-squares scale). A given ``scale`` (e.g. measured by
+    odometry) is used as it is.
     """
     a = np.asarray(anchor_poses, np.float64).reshape(-1, 4, 4)
     b = np.asarray(new_poses, np.float64).reshape(-1, 4, 4)
-    scale = None
-    if anchor_depths is not None and new_depths is not None:
+    if scale is None and anchor_depths is not None and new_depths is not None:
         scale = _depth_ratio(anchor_depths, new_depths)
     return estimate_window_sim3(a, b, method="auto", scale=scale)
+
+
+def _scaled_translation(pose: np.ndarray, factor: float, about: Optional[np.ndarray] = None) -> np.ndarray:
+    out = np.array(pose, np.float64, copy=True)
+    about = np.zeros(3) if about is None else about
+    out[:3, 3] = about + factor * (out[:3, 3] - about)
+    return out
 
 
 class TrajectoryChainer:
@@ -184,25 +208,33 @@ class TrajectoryChainer:
     def started(self) -> bool:
         return self.windows > 0
 
-    def attach(self, keys: Sequence[Any], result: WindowResult) -> Tuple[ChainLink, List[np.ndarray]]:
+    def attach(self, keys: Sequence[Any], result: WindowResult,
+               scale: Optional[float] = None) -> Tuple[ChainLink, List[np.ndarray]]:
         """Chain ``result`` (frames identified by ``keys``); returns the link and every frame's chained
-        camera-to-chain pose."""
+        camera-to-chain pose. ``scale``: chain units per window unit when known (metric scale), else the
+        first window sets the unit and later links take it from the overlap's depth ratio."""
         poses = [np.asarray(f.cam_to_world, np.float64) for f in result.frames]
         if not all(p.shape == (4, 4) and np.isfinite(p).all() for p in poses):
             raise ValueError("the window's poses are not finite 4x4 matrices")  # state left untouched
         depths = [getattr(f, "depth", None) for f in result.frames]
         common = [i for i, k in enumerate(keys) if k in self._poses]
         if not self.started:
-            # the first camera defines the frame; scale 1
-            link = ChainLink(np.linalg.inv(poses[0]), 1.0, 0.0, 0, method="first window")
+            # the first camera defines the frame (and, without a known scale, the unit)
+            s = 1.0 if scale is None else float(scale)
+            sim = np.linalg.inv(poses[0])
+            sim[:3, :] *= s
+            link = ChainLink(sim, s, 0.0, 0, method="first window")
         elif common:
             link = estimate_chain_sim3([self._poses[keys[i]] for i in common], [poses[i] for i in common],
-                                       [self._depths.get(keys[i]) for i in common], [depths[i] for i in common])
+                                       [self._depths.get(keys[i]) for i in common], [depths[i] for i in common],
+                                       scale=scale)
         else:
             # No frame in common (the previous window failed): continue from the last known pose with the
             # window's own scale; the trajectory has a visible break.
             last = self._poses[self._last_key]
-            link = ChainLink(last @ np.linalg.inv(poses[0]), 1.0, float("nan"), 0, method="break", broken=True)
+            s = 1.0 if scale is None else float(scale)
+            sim = last @ np.diag([s, s, s, 1.0]) @ np.linalg.inv(poses[0])
+            link = ChainLink(sim, s, float("nan"), 0, method="break", broken=True)
         chained = list(apply_sim3_to_poses(link.sim, np.stack(poses)))
         if not (np.isfinite(link.sim).all() and all(np.isfinite(c).all() for c in chained)):
             raise ValueError("chaining produced a non-finite transform")
@@ -212,6 +244,13 @@ class TrajectoryChainer:
         self._last_key = keys[-1]
         self.windows += 1
         return link, chained
+
+    def rescale(self, factor: float, about: Optional[np.ndarray] = None) -> None:
+        """Change the chain's unit, about a point (default: the origin, the first camera): e.g. once metres
+        become known."""
+        about = np.zeros(3) if about is None else np.asarray(about, np.float64)
+        self._poses = {k: _scaled_translation(p, factor, about) for k, p in self._poses.items()}
+        self._depths = {k: None if d is None else d * np.float32(factor) for k, d in self._depths.items()}
 
 
 # ---------------------------------------------------------------------------------------------- clouds
@@ -313,16 +352,25 @@ class StreamFrame:
     arrival: float = 0.0
     segment: int = 0
     published: bool = False
+    camera: Optional[CameraModel] = None   # the calibration the frame came with (None: estimate intrinsics)
 
 
 @dataclass
 class PublishedFrame:
+    """One frame's output. The stream's *world* is the odometry frame (REP 103 axes, first camera at the
+    origin) or, when the robot's odometry is given, the map frame (first camera at its odometry pose)."""
+
     frame: StreamFrame
     result: FrameResult
-    odom_T_cam: np.ndarray        # (4, 4) camera optical frame -> odometry frame (rigid)
+    world_T_cam: np.ndarray       # (4, 4) camera optical frame -> world (rigid; metres when the scale is known)
     index_in_window: int
     window_id: int                # the window whose result this is
-    to_odom: np.ndarray           # (4, 4) similarity: that window's world -> odometry frame
+    to_world: np.ndarray          # (4, 4) similarity: that window's reconstruction -> world
+
+    @property
+    def depth_scale(self) -> float:
+        """World units per window unit: multiply the result's depths by it."""
+        return float(np.cbrt(np.linalg.det(self.to_world[:3, :3])))
 
 
 @dataclass
@@ -341,6 +389,7 @@ class WindowOutput:
     final: bool                            # a flush: published frames may lack right context
     dropped_total: int
     cache: Dict[str, int] = field(default_factory=dict)
+    scale: ScaleEstimate = field(default_factory=ScaleEstimate)
 
 
 class StreamSink:
@@ -375,6 +424,11 @@ class StreamStats:
     last_window_s: float = float("nan")
     last_chain_scale: float = float("nan")
     last_chain_residual: float = float("nan")
+    scale: float = float("nan")           # metres per unit of the last window (nan: unknown)
+    scale_spread: float = float("nan")
+    scale_source: str = "none"
+    scale_state: str = "unknown"
+    odometry_missing: int = 0             # frames of solved windows without an odometry pose at their stamp
     last_error: str = ""
     state: str = "idle"
     state_message: str = ""
@@ -407,8 +461,13 @@ class StreamProcessor:
     """
 
     def __init__(self, config: StreamConfig, runner_factory: Callable[[], Runner], sink: Optional[StreamSink] = None,
-                 clock: Callable[[], float] = time.monotonic):
+                 clock: Callable[[], float] = time.monotonic,
+                 odometry: Optional[Callable[[int], Optional[np.ndarray]]] = None):
+        """``odometry(stamp_ns)``: the camera optical frame's pose in the robot's odometry frame at that
+        stamp (4x4, metres) or None; called on the worker thread, a few frames after the image arrived.
+        With it the world is the map frame, anchored at the first frame's odometry pose."""
         self.config = config.validate()
+        self.odometry = odometry
         self._factory = runner_factory
         self.sink = sink or StreamSink()
         self.clock = clock
@@ -432,7 +491,10 @@ class StreamProcessor:
         self.runner: Optional[Runner] = None
         self.chainer = TrajectoryChainer()
         self.map = VoxelMap(config.cloud_voxel_size, config.map_max_points)
-        self._odom_T_world = self._odom_of(config)
+        self._world_T_chain = self._odom_of(config)
+        self._anchored = False           # the world has been placed on the robot's odometry
+        self._anchor_point = np.zeros(3)  # chain coordinates of the camera the world was placed by
+        self._metric = False             # the chain's unit is metres (a scale was observed or fixed)
         self._thread: Optional[threading.Thread] = None
 
     @staticmethod
@@ -481,8 +543,9 @@ class StreamProcessor:
             return True
 
     # ------------------------------------------------------------------ input
-    def push(self, rgb: np.ndarray, stamp_ns: int, frame_id: str = "", header: Any = None) -> StreamFrame:
-        """Accept one RGB frame (H, W, 3) uint8. Never blocks on the worker."""
+    def push(self, rgb: np.ndarray, stamp_ns: int, frame_id: str = "", header: Any = None,
+             camera: Optional[CameraModel] = None) -> StreamFrame:
+        """Accept one RGB frame (H, W, 3) uint8, with its calibration when known. Never blocks on the worker."""
         rgb = np.asarray(rgb)
         if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
             raise ValueError(f"frames must be (H, W, 3) uint8 RGB, got {rgb.dtype} {rgb.shape}")
@@ -500,7 +563,8 @@ class StreamProcessor:
             if reset_reason:
                 self._new_segment(reset_reason)
             self._last_size, self._last_stamp = size, int(stamp_ns)
-            frame = StreamFrame(self._seq, rgb, int(stamp_ns), frame_id, header, self.clock(), self._segment)
+            frame = StreamFrame(self._seq, rgb, int(stamp_ns), frame_id, header, self.clock(), self._segment,
+                                camera=camera)
             self._seq += 1
             self.stats.frames_in += 1
             if self.stats.state == "error" and not self._reload:
@@ -691,7 +755,9 @@ class StreamProcessor:
                 new, self._pending_config = self._pending_config, None
                 self.config = new
                 self.map.voxel, self.map.max_points = new.cloud_voxel_size, new.map_max_points
-                self._odom_T_world = self._odom_of(new)
+            self._world_T_chain = self._odom_of(self.config)
+            self._anchored = self._metric = False
+            self._anchor_point = np.zeros(3)
             self.stats.resets += 1
         if self.runner is not None and hasattr(self.runner, "reset"):
             self.runner.reset()
@@ -715,11 +781,17 @@ class StreamProcessor:
             return job.final or n - 1 - i >= m
         t0 = time.perf_counter()
         try:
-            result = self.runner.run([f.rgb for f in frames], [f.stamp_ns for f in frames], [f.seq for f in frames])
+            cameras = [f.camera for f in frames if f.camera is not None]
+            extra = {"camera": cameras[-1]} if cameras else {}
+            result = self.runner.run([f.rgb for f in frames], [f.stamp_ns for f in frames], [f.seq for f in frames],
+                                     **extra)
             if len(result.frames) != n:
                 raise RuntimeError(f"the pipeline returned {len(result.frames)} results for {n} frames")
             elapsed = time.perf_counter() - t0
-            link, chained = self.chainer.attach([f.seq for f in frames], result)
+            odom = self._odometry_poses(frames)
+            scale = self._window_scale(result, odom)
+            link, chained = self._attach(frames, result, scale)
+            self._anchor(chained, odom)
         except Exception as exc:
             msg = f"window over frames {frames[0].seq}..{frames[-1].seq} failed: {type(exc).__name__}: {exc}"
             log.error(msg)
@@ -733,7 +805,10 @@ class StreamProcessor:
                     f.published = True  # accounted for (as dropped): never published later
             self._count_dropped(lost, DROP_WINDOW_FAILED)
             return
-        to_odom = self._odom_T_world @ link.sim
+        if scale.state != "observed" and self._metric:  # the overlap's depth ratio carried the metres here
+            scale = ScaleEstimate(link.scale, scale.spread, scale.source,
+                                  "fixed" if scale.source == "fixed" else "held", scale.pairs)
+        to_world = self._world_T_chain @ link.sim
         with self._cv:
             wid = self._window_id
             self._window_id += 1
@@ -741,7 +816,7 @@ class StreamProcessor:
         for i, (f, r, pose) in enumerate(zip(frames, result.frames, chained)):
             if f.published:
                 continue
-            p = PublishedFrame(f, r, self._odom_T_world @ pose, i, wid, to_odom)
+            p = PublishedFrame(f, r, self._world_T_chain @ pose, i, wid, to_world)
             if publishable(i):
                 pubs.append(p)
             else:
@@ -752,13 +827,91 @@ class StreamProcessor:
             self.stats.windows_ok += 1
             self.stats.last_window_s = elapsed
             self.stats.last_chain_scale, self.stats.last_chain_residual = link.scale, link.residual
+            self.stats.scale, self.stats.scale_spread = scale.value, scale.spread
+            self.stats.scale_source, self.stats.scale_state = scale.source, scale.state
             if link.broken:
                 self.stats.chain_breaks += 1
-        self._emit(frames, pubs, result, link, final=job.final, window_id=wid)
+        self._emit(frames, pubs, result, link, final=job.final, window_id=wid, scale=scale)
+
+    # ------------------------------------------------------------------ metric scale and the world frame
+    def _odometry_poses(self, frames: List[StreamFrame]) -> List[Optional[np.ndarray]]:
+        if self.odometry is None:
+            return [None] * len(frames)
+        poses = []
+        for f in frames:
+            try:
+                pose = self.odometry(f.stamp_ns)
+                pose = None if pose is None else np.asarray(pose, np.float64).reshape(4, 4)
+                if pose is not None and not np.isfinite(pose).all():
+                    pose = None
+            except Exception as exc:  # a lookup problem must not lose the window
+                log.debug("odometry lookup at %d failed: %s", f.stamp_ns, exc)
+                pose = None
+            poses.append(pose)
+        missing = sum(p is None for p in poses)
+        if missing:
+            with self._cv:
+                self.stats.odometry_missing += missing
+        return poses
+
+    def _window_scale(self, result: WindowResult, odom: List[Optional[np.ndarray]]) -> ScaleEstimate:
+        """This window's metres per window unit, as far as it is known."""
+        source = self.config.scale_source
+        if source == "fixed":
+            if self.chainer.started:  # later windows inherit the unit through the depth-ratio links
+                return ScaleEstimate(float("nan"), float("nan"), "fixed", "fixed", 0)
+            return ScaleEstimate(self.config.fixed_scale, 0.0, "fixed", "fixed", 0)
+        if source == "odometry":
+            est = odometry_scale([f.cam_to_world for f in result.frames], odom, self.config.scale_min_motion)
+            if est is not None and est.spread <= self.config.scale_max_spread:
+                return est
+            if est is not None:  # the window's own motion is too inconsistent to give metres: not used
+                return ScaleEstimate(spread=est.spread, source=source, pairs=est.pairs)
+        return ScaleEstimate(source=source)
+
+    def _attach(self, frames: List[StreamFrame], result: WindowResult, scale: ScaleEstimate):
+        """Chain the window, in metres from the first window whose scale is known."""
+        keys = [f.seq for f in frames]
+        known = math.isfinite(scale.value) and scale.state in ("observed", "fixed")
+        if not known or self._metric or not self.chainer.started:
+            link, chained = self.chainer.attach(keys, result, scale=scale.value if known else None)
+            self._metric = self._metric or known
+            return link, chained
+        # The first metres of a segment that started unobservable: chain by the overlap, then convert
+        # everything chained so far to metres about the camera the world is anchored at (so the map frame
+        # stays on the robot's odometry; later poses jump once, reported); the map in the old unit is dropped.
+        link, chained = self.chainer.attach(keys, result)
+        factor = scale.value / link.scale
+        about = self._anchor_point
+        self.chainer.rescale(factor, about)
+        to_metres = np.eye(4)
+        to_metres[:3, :3] *= factor
+        to_metres[:3, 3] = (1 - factor) * about
+        chained = [_scaled_translation(c, factor, about) for c in chained]
+        link = replace(link, sim=to_metres @ link.sim, scale=scale.value, residual=link.residual * factor)
+        self.map.clear()
+        self._metric = True
+        log.info("metric scale known from odometry: the trajectory so far was rescaled by %.4g", factor)
+        return link, chained
+
+    def _anchor(self, chained: List[np.ndarray], odom: List[Optional[np.ndarray]]) -> None:
+        """With robot odometry, place the world (map) so that the first frame that has an odometry pose
+        sits at it: map and odom then coincide at the start."""
+        if self._anchored or self.odometry is None:
+            return
+        for pose, o in zip(chained, odom):
+            if o is not None:
+                chain_T_cam = pose.copy()
+                chain_T_cam[:3, :3] /= np.cbrt(np.linalg.det(chain_T_cam[:3, :3]))
+                self._world_T_chain = o @ np.linalg.inv(chain_T_cam)
+                self._anchor_point = chain_T_cam[:3, 3].copy()
+                self._anchored = True
+                return
 
     def _emit(self, frames: List[StreamFrame], pubs: List[PublishedFrame], result: Optional[WindowResult],
-              link: Optional[ChainLink], final: bool, window_id: Optional[int] = None) -> None:
-        parts = [transform_points(p.to_odom, p.result.static_points) for p in pubs]
+              link: Optional[ChainLink], final: bool, window_id: Optional[int] = None,
+              scale: Optional[ScaleEstimate] = None) -> None:
+        parts = [transform_points(p.to_world, p.result.static_points) for p in pubs]
         pts = np.concatenate(parts) if parts else np.zeros((0, 3))
         cols = np.concatenate([np.asarray(p.result.static_colors, np.uint8).reshape(-1, 3) for p in pubs]) \
             if pubs else np.zeros((0, 3), np.uint8)
@@ -790,5 +943,6 @@ class StreamProcessor:
             link = ChainLink(np.eye(4), float("nan"), float("nan"), 0)
         out = WindowOutput(window_id=window_id, segment=self._ctx_segment, frames=list(frames), published=pubs,
                            result=result, points=pts.astype(np.float32), colors=cols, link=link, latency_s=latency,
-                           final=final, dropped_total=dropped, cache=cache)
+                           final=final, dropped_total=dropped, cache=cache,
+                           scale=scale if scale is not None else ScaleEstimate(source=self.config.scale_source))
         self._notify("on_window", out)

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from ..align.global_alignment import align_window
+from ..io.camera_model import CameraModel
 from ..model.blocks import Reweighting
 from ..model.network import Dust3rNetwork
 from ..model.preprocess import CropInfo, preprocess_image
@@ -43,6 +44,10 @@ class WindowConfig:
     lr_min: float = 1e-3
     schedule: str = "linear"
     pnp_conf_threshold: float = 2.5
+    # robot: a frame with < 1 % of its pixels above pnp_conf_threshold (a model whose confidences sit lower)
+    # is posed by PnP on its pixels above this confidence quantile; the reference leaves it at identity, where
+    # its translation cannot move (the storage transform's gradient is zero at 0)
+    pnp_conf_quantile: Optional[float] = None
     static_conf_threshold: float = 3.0        # confidence above which static pixels become cloud points
     motion_guard: bool = False                # robot preset: empty masks when nothing moves
     motion_guard_level: float = LEVEL_THRESHOLD   # evidence-level threshold (motion.guard)
@@ -57,7 +62,7 @@ class WindowConfig:
 
 PRESETS = {
     "reference": WindowConfig(),
-    "robot": WindowConfig(cap_scene_graph=True, motion_guard=True),
+    "robot": WindowConfig(cap_scene_graph=True, motion_guard=True, pnp_conf_quantile=0.5),
 }
 
 
@@ -138,11 +143,13 @@ class WindowPipeline:
         self._encodings.clear()
         self._pass1.clear()
 
-    def _encode(self, frames: Sequence[np.ndarray], ids: Sequence[Hashable]) -> List[_Encoded]:
+    def _encode(self, frames: Sequence[np.ndarray], ids: Sequence[Hashable],
+                camera: Optional[CameraModel] = None) -> List[_Encoded]:
         todo = [k for k, fid in enumerate(ids) if fid not in self._encodings]
         self.stats.encodings_reused += len(ids) - len(todo)
         if todo:
-            prepared = [preprocess_image(frames[k], self.image_size) for k in todo]
+            undistort = camera.undistort if camera is not None else (lambda rgb: rgb)
+            prepared = [preprocess_image(undistort(frames[k]), self.image_size) for k in todo]
             images = torch.stack([t for t, _ in prepared]).to(self.device)
             with torch.no_grad(), self._autocast():
                 tokens = torch.cat([self.network.encode(images[b:b + 8]) for b in range(0, len(todo), 8)])
@@ -178,12 +185,15 @@ class WindowPipeline:
 
     # ------------------------------------------------------------------ the window
     def run(self, frames: Sequence[np.ndarray], stamps_ns: Optional[Sequence[Optional[int]]] = None,
-            frame_ids: Optional[Sequence[Hashable]] = None, flow: Optional[dict] = None) -> WindowResult:
+            frame_ids: Optional[Sequence[Hashable]] = None, flow: Optional[dict] = None,
+            camera: Optional[CameraModel] = None) -> WindowResult:
         """Easi3R on ``frames`` (each (H0, W0, 3) uint8 RGB, one size).
 
         ``frame_ids`` identify frames across calls (e.g. a stream counter); frames seen before reuse their
         encoding and pass-1 pair decodes. Without ids nothing is reused. ``flow`` is passed to the global
-        alignment (see :func:`align_window`).
+        alignment (see :func:`align_window`). ``camera``: the calibration of these frames; the network then
+        sees undistorted images, the alignment holds the calibrated intrinsics fixed, and masks and depth
+        are mapped back onto the images as received. Without it one focal is estimated per window.
         """
         cfg = self.config
         n = len(frames)
@@ -192,6 +202,8 @@ class WindowPipeline:
         shapes = {tuple(np.shape(f)) for f in frames}
         if len(shapes) != 1:
             raise WindowError(f"frames of mixed sizes in one window: {sorted(shapes)}")
+        if camera is not None:
+            camera.check_image(*np.shape(frames[0])[:2])
         stamps = list(stamps_ns) if stamps_ns is not None else [None] * n
         ids = list(frame_ids) if frame_ids is not None else [("anon", id(self), time.monotonic_ns(), k) for k in range(n)]
         timings: Dict[str, float] = {}
@@ -204,7 +216,7 @@ class WindowPipeline:
             clock = now
 
         edges = make_edges(cfg.scene_graph, n, cap=cfg.cap_scene_graph)
-        encoded = self._encode(frames, ids)
+        encoded = self._encode(frames, ids, camera)
         enc = torch.stack([e.tokens for e in encoded])
         images = torch.stack([e.image for e in encoded])
         hw = tuple(images.shape[-2:])
@@ -247,20 +259,24 @@ class WindowPipeline:
             aligned = align_window(dec2["pts1"], dec2["conf1"], dec2["pts2"], dec2["conf2"], edges, n,
                                    niter=cfg.niter, lr=cfg.lr, lr_min=cfg.lr_min, schedule=cfg.schedule, flow=flow,
                                    device=self.device, min_conf_thr=cfg.pnp_conf_threshold,
+                                   pnp_conf_quantile=cfg.pnp_conf_quantile,
+                                   intrinsics=None if camera is None else camera.network_intrinsics(encoded[0].crop),
                                    callback=None if bar is None else lambda it, loss: bar.update(1))
         lap("align_s")
 
         colors = ((images.permute(0, 2, 3, 1).cpu().numpy() * 0.5 + 0.5).clip(0, 1) * 255).round().astype(np.uint8)
         frames_out = []
+        to_raw = camera.to_raw if camera is not None else (lambda image, fill=0.0: image)
         for k in range(n):
             crop = encoded[k].crop
             keep = ~masks[k] & (aligned.conf[k] > cfg.static_conf_threshold)
             frames_out.append(FrameResult(
-                index=k, stamp_ns=stamps[k], mask=masks[k], mask_camera=crop.mask_to_camera(masks[k]),
+                index=k, stamp_ns=stamps[k], mask=masks[k], mask_camera=to_raw(crop.mask_to_camera(masks[k])),
                 cam_to_world=aligned.poses_c2w[k].astype(np.float64),
                 intrinsics=aligned.intrinsics[k].astype(np.float64),
-                intrinsics_camera=crop.intrinsics_to_camera(aligned.intrinsics[k]),
-                depth=aligned.depths[k], confidence=aligned.conf[k],
+                intrinsics_camera=camera.K if camera is not None else crop.intrinsics_to_camera(aligned.intrinsics[k]),
+                depth=aligned.depths[k], depth_camera=to_raw(crop.depth_to_camera(aligned.depths[k]), fill=np.nan),
+                confidence=aligned.conf[k],
                 static_points=aligned.pts3d[k][keep].astype(np.float32), static_colors=colors[k][keep]))
         lap("outputs_s")
         timings["total_s"] = sum(timings.values())

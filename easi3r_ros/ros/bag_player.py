@@ -66,7 +66,11 @@ def play_bag(path, topics: Optional[Sequence[str]] = None, rate: float = 1.0, lo
     node = Node(node_name, context=context) if context is not None else Node(node_name)
     stats = PlayStats()
     try:
-        pubs = {t: node.create_publisher(message_class(available[t]), remap.get(t, t), qos_profile(100, reliable))
+        # /tf_static is latched (transient local), as tf2 publishes and listens to it: a volatile publisher
+        # would not match a tf2 listener's subscription at all.
+        pubs = {t: node.create_publisher(message_class(available[t]), remap.get(t, t),
+                                         qos_profile(100, reliable or remap.get(t, t) == "/tf_static",
+                                                     latched=remap.get(t, t) == "/tf_static"))
                 for t in wanted}
         clock_pub = None
         if publish_clock:

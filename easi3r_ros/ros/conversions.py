@@ -6,7 +6,7 @@ equivalent packed-structured-array adapter otherwise; :func:`cloud_to_array` rea
 """
 from __future__ import annotations
 
-from typing import Tuple
+from typing import Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -163,12 +163,61 @@ def matrix_to_pose(t: np.ndarray):
                 orientation=Quaternion(x=x, y=y, z=z, w=w))
 
 
-def camera_info(header, k: np.ndarray, width: int, height: int):
-    """``sensor_msgs/CameraInfo`` of a pinhole camera without distortion."""
+def camera_info(header, k: np.ndarray, width: int, height: int, distortion_model: str = "",
+                d: Sequence[float] = ()):
+    """``sensor_msgs/CameraInfo`` of a pinhole camera (without distortion unless ``d`` is given)."""
     from sensor_msgs.msg import CameraInfo
     k = np.asarray(k, np.float64).reshape(3, 3)
     p = np.zeros((3, 4))
     p[:, :3] = k
-    return CameraInfo(header=header, width=int(width), height=int(height), distortion_model="plumb_bob",
-                      d=[0.0] * 5, k=[float(v) for v in k.ravel()], r=[1.0, 0, 0, 0, 1.0, 0, 0, 0, 1.0],
-                      p=[float(v) for v in p.ravel()])
+    d = [float(x) for x in d] if any(d) else [0.0] * 5
+    return CameraInfo(header=header, width=int(width), height=int(height),
+                      distortion_model=distortion_model or "plumb_bob", d=d, k=[float(v) for v in k.ravel()],
+                      r=[1.0, 0, 0, 0, 1.0, 0, 0, 0, 1.0], p=[float(v) for v in p.ravel()])
+
+
+def camera_model_from_info(msg):
+    """``sensor_msgs/CameraInfo`` -> :class:`~easi3r_ros.io.camera_model.CameraModel`; None for an
+    uncalibrated camera (all-zero K or a zero size, the CameraInfo convention). Raises ``CameraModelError``
+    for intrinsics or a distortion model that cannot be used. Binning and ROI are not supported (refused)."""
+    from ..io.camera_model import CameraModel, CameraModelError
+    k = np.asarray(msg.k, np.float64)
+    if k.size != 9 or not np.any(k) or int(msg.width) == 0 or int(msg.height) == 0:
+        return None
+    if int(msg.binning_x) > 1 or int(msg.binning_y) > 1 or int(msg.roi.width) or int(msg.roi.height):
+        raise CameraModelError("camera_info with binning or a region of interest is not supported")
+    return CameraModel.from_matrix(k.reshape(3, 3), int(msg.width), int(msg.height), str(msg.distortion_model),
+                                   tuple(float(x) for x in msg.d))
+
+
+def depth_to_image(depth: np.ndarray, header):
+    """(H, W) depth -> ``sensor_msgs/Image`` 32FC1 (NaN where unknown, REP 118)."""
+    from sensor_msgs.msg import Image
+    d = np.ascontiguousarray(depth, dtype="<f4")
+    return Image(header=header, height=d.shape[0], width=d.shape[1], encoding="32FC1", is_bigendian=0,
+                 step=4 * d.shape[1], data=d.tobytes())
+
+
+def image_to_depth(msg) -> np.ndarray:
+    """``sensor_msgs/Image`` 32FC1 -> (H, W) float32."""
+    if msg.encoding != "32FC1":
+        raise ImageCodecError(f"expected 32FC1, got {msg.encoding!r}")
+    dt = np.dtype(">f4" if msg.is_bigendian else "<f4")
+    rows = np.frombuffer(bytes(msg.data), np.uint8).reshape(msg.height, msg.step)[:, :4 * msg.width]
+    return rows.copy().view(dt).reshape(msg.height, msg.width).astype(np.float32)
+
+
+def odometry_msg(header, child_frame: str, pose: np.ndarray, pose_cov: np.ndarray,
+                 twist: Optional[Tuple[np.ndarray, np.ndarray]], twist_cov: np.ndarray):
+    """``nav_msgs/Odometry``: pose of ``child_frame`` in ``header.frame_id``; twist in ``child_frame``
+    (zero when ``twist`` is None: its covariance then says unknown)."""
+    from geometry_msgs.msg import PoseWithCovariance, Twist, TwistWithCovariance, Vector3
+    from nav_msgs.msg import Odometry
+    lin, ang = twist if twist is not None else (np.zeros(3), np.zeros(3))
+    return Odometry(header=header, child_frame_id=child_frame,
+                    pose=PoseWithCovariance(pose=matrix_to_pose(pose),
+                                            covariance=[float(x) for x in np.asarray(pose_cov).ravel()]),
+                    twist=TwistWithCovariance(
+                        twist=Twist(linear=Vector3(x=float(lin[0]), y=float(lin[1]), z=float(lin[2])),
+                                    angular=Vector3(x=float(ang[0]), y=float(ang[1]), z=float(ang[2]))),
+                        covariance=[float(x) for x in np.asarray(twist_cov).ravel()]))

@@ -20,8 +20,9 @@ def _fmt(v: Any) -> str:
 def summarize(snap: Dict[str, Any]) -> Tuple[int, str, List[Tuple[str, str]]]:
     """(level, message, key/values) of a node snapshot.
 
-    ERROR: no network (load failed, or none configured). WARN: random weights, or new input
-    rejections, drops, window failures or parameter refusals since the previous report. Otherwise OK.
+    ERROR: no network (load failed, or none configured). WARN: random weights, an unusable camera_info, or
+    new input rejections, drops, window failures, parameter refusals or TF lookup failures since the previous
+    report. Otherwise OK. The metric scale's state is named when it is not observed.
     """
     problems, level = [], OK
     state = snap.get("state", "idle")
@@ -34,11 +35,18 @@ def summarize(snap: Dict[str, Any]) -> Tuple[int, str, List[Tuple[str, str]]]:
         level = max(level, WARN)
         problems.append(f"RANDOM WEIGHTS ({snap['random_weights']}): outputs are meaningless")
     for key, what in (("new_rejected", "input frames rejected"), ("new_dropped", "frames dropped"),
-                      ("new_failed", "windows failed"), ("new_param_errors", "parameter values refused")):
+                      ("new_failed", "windows failed"), ("new_param_errors", "parameter values refused"),
+                      ("new_tf_failures", "TF lookups failed")):
         n = int(snap.get(key, 0) or 0)
         if n:
             level = max(level, WARN)
             problems.append(f"{n} {what}")
+    camera = str(snap.get("camera_info", ""))
+    if camera.startswith(("unusable", "size mismatch")):
+        level = max(level, WARN)
+        problems.append(f"camera_info {camera}")
+    if snap.get("scale_source", "none") != "none" and snap.get("scale_state") in ("unknown", "held"):
+        problems.append(f"metric scale {snap['scale_state']} ({snap['scale_source']})")
     if snap.get("new_resets"):
         problems.append(f"stream reset ({snap.get('last_reset', '')})")
     message = "; ".join(problems) if problems else "running"
@@ -47,7 +55,9 @@ def summarize(snap: Dict[str, Any]) -> Tuple[int, str, List[Tuple[str, str]]]:
             "windows_ok", "windows_failed", "window_latency_last_s", "window_latency_mean_s",
             "window_latency_max_s", "window_compute_last_s", "chain_scale", "chain_residual", "chain_breaks",
             "resets", "last_reset", "encoded_frames", "encodings_reused", "pairs_decoded", "pairs_reused",
-            "camera_info_fx", "estimated_fx", "last_input_error", "last_error", "parameter_errors"]
+            "camera_info", "camera_info_fx", "estimated_fx", "scale", "scale_spread", "scale_source", "scale_state",
+            "tf_mode", "camera_mounting", "tf_lookup_failures", "odometry_missing", "last_tf_error", "last_input_error", "last_error",
+            "parameter_errors"]
     values = [(k, _fmt(snap[k])) for k in keys if k in snap]
     return level, message, values
 

@@ -7,6 +7,7 @@ Groups say what a run-time change does:
   stream    re-plan windows (new segment: trajectory and map restart)
   input     re-create the image subscriptions
   output    takes effect at once
+  startup   read at start-up only (a run-time change is refused: restart the node)
 """
 from __future__ import annotations
 
@@ -26,6 +27,7 @@ class ParamSpec:
     range: Optional[Tuple[float, float]] = None  # inclusive bounds for numbers
     choices: Optional[Tuple[str, ...]] = None    # allowed strings
     check: Optional[Callable[[Any], Optional[str]]] = None  # returns why a value is invalid, or None
+    read_only: bool = False                      # declared read-only: nobody can set it after start-up
 
 
 def _check_device(v: str) -> Optional[str]:
@@ -76,8 +78,10 @@ PARAMS: List[ParamSpec] = [
               "pipeline"),
     ParamSpec("random_weights", "", "smoke runs only: a model preset (e.g. tiny-224-linear) with random weights "
               "instead of a checkpoint; every output is MEANINGLESS", "pipeline", check=_check_model),
+    # read-only: any peer on the DDS domain can call set_parameters, and unpickling runs code
     ParamSpec("trust_checkpoint", False, "allow checkpoints that hold arbitrary Python objects (unpickling can "
-              "run code: only for files from a trusted source)", "pipeline"),
+              "run code: only for files from a trusted source); a launch-time decision, read-only afterwards",
+              "startup", read_only=True),
     ParamSpec("device", "auto", f"torch device: {DEVICE_HINT}", "pipeline", check=_check_device),
     ParamSpec("precision", "fp32", "fp32, or bf16/fp16 autocast on CUDA", "pipeline",
               choices=("fp32", "bf16", "fp16")),
@@ -100,20 +104,42 @@ PARAMS: List[ParamSpec] = [
               "stream", range=(1, 62)),
     ParamSpec("queue_limit", 16, "frames waiting for the worker before the oldest are dropped "
               "(>= window_size)", "stream", range=(3, 10000)),
-    ParamSpec("cloud_voxel_size", 0.02, "voxel edge for the per-window cloud and the map, in odometry units "
-              "(0: no downsampling of the per-window cloud)", "stream", range=(0.0, 100.0)),
+    ParamSpec("cloud_voxel_size", 0.02, "voxel edge for the per-window cloud and the map, in world units "
+              "(metres with a metric scale; 0: no downsampling of the per-window cloud)", "stream",
+              range=(0.0, 100.0)),
     ParamSpec("map_max_points", 1000000, "voxels kept in the static map (the least recently seen go first)",
               "stream", range=(1, 100000000)),
-    # --- frames (REP 105 / REP 103)
-    ParamSpec("odom_frame", "odom", "odometry frame (REP 105): the trajectory's fixed frame", "stream",
-              check=_check_frame),
+    # --- frames (REP 105 / REP 103); names as in isaac_ros_visual_slam
+    ParamSpec("map_frame", "map", "map frame (REP 105): the fixed frame when the robot owns odom -> base_frame; "
+              "map -> odom is published with publish_map_to_odom_tf", "stream", check=_check_frame),
+    ParamSpec("odom_frame", "odom", "odometry frame (REP 105): the trajectory's fixed frame when the node owns "
+              "odom -> base_frame", "stream", check=_check_frame),
     ParamSpec("camera_frame", "", "camera optical frame for TF (empty: the image header's frame_id)", "output",
               check=_check_frame),
     ParamSpec("base_frame", "", "robot body frame; when set, TF is odom -> base_frame and base_to_camera is "
-              "published on /tf_static (empty: TF is odom -> camera optical frame)", "stream",
-              check=_check_frame),
+              "published on /tf_static (empty: TF is odom -> camera optical frame). Required when the robot owns "
+              "odom -> base_frame", "stream", check=_check_frame),
     ParamSpec("base_to_camera", list(OPTICAL_IN_BODY), "pose of the camera optical frame in base_frame: "
-              "x y z qx qy qz qw (used only with base_frame)", "stream", check=_check_pose7),
+              "x y z qx qy qz qw (used only with base_frame; when the robot owns odom, only where TF has no "
+              "base_frame -> camera chain)", "stream", check=_check_pose7),
+    ParamSpec("publish_odom_to_base_tf", True, "true: the node owns odom -> base_frame (its estimate). false: "
+              "the robot does (wheel odometry, EKF); the node reads it from TF, never publishes it, and places its "
+              "estimate in map_frame", "startup"),
+    ParamSpec("publish_map_to_odom_tf", True, "publish map -> odom: the node's correction of the robot's "
+              "odometry when the robot owns odom -> base_frame, the identity otherwise", "output"),
+    # --- metric scale
+    ParamSpec("scale_source", "none", "metric scale: none (unit of the first window), odometry (robot's "
+              "odom -> base_frame from TF; needs publish_odom_to_base_tf false) or fixed (fixed_scale)", "stream",
+              choices=("none", "odometry", "fixed")),
+    ParamSpec("fixed_scale", 1.0, "metres per unit of the first window (scale_source fixed)", "stream",
+              range=(1e-6, 1e6)),
+    ParamSpec("scale_max_spread", 1.0, "largest relative spread (1.4826·MAD / median) of a window's "
+              "odometry / estimated distance ratios for its scale to be used (above it the scale is held)", "stream",
+              range=(1e-3, 10.0)),
+    ParamSpec("scale_min_motion", 0.05, "metres the camera must travel between two frames for the pair to "
+              "count towards the odometry scale (below it the scale is held)", "stream", range=(1e-4, 100.0)),
+    ParamSpec("use_camera_info", True, "use the calibration on camera_info (K, plumb_bob / rational_polynomial "
+              "distortion) instead of estimating the focal length", "output"),
     # --- input
     ParamSpec("input_transport", "raw", "raw: sensor_msgs/Image on 'image'; compressed: "
               "sensor_msgs/CompressedImage on 'image/compressed'", "input", choices=("raw", "compressed")),
@@ -129,6 +155,12 @@ PARAMS: List[ParamSpec] = [
     ParamSpec("publish_path", True, "publish ~/path", "output"),
     ParamSpec("publish_camera_info", True, "publish ~/camera_info (estimated intrinsics)", "output"),
     ParamSpec("publish_results", True, "publish ~/frame_result and ~/window_stats", "output"),
+    ParamSpec("publish_depth", True, "publish ~/depth (32FC1, metres when the scale is known) and "
+              "~/depth/camera_info", "output"),
+    ParamSpec("publish_odometry", True, "publish ~/odometry (nav_msgs/Odometry of base_frame, or of the camera "
+              "optical frame without one)", "output"),
+    ParamSpec("map_save_dir", "~/.ros/easi3r_maps", "folder where the ~/save_map service writes PLY files",
+              "output"),
     ParamSpec("map_period", 2.0, "seconds between ~/static_map publications", "output", range=(0.05, 3600.0)),
     ParamSpec("diagnostics_period", 1.0, "seconds between /diagnostics publications", "output",
               range=(0.05, 3600.0)),
@@ -162,6 +194,23 @@ def check_value(spec: ParamSpec, value: Any) -> Optional[str]:
     return None
 
 
+def cross_check(values: Dict[str, Any]) -> Optional[Tuple[str, Dict[str, Any]]]:
+    """Why a set of values is inconsistent, with the values a node falls back to at start-up; None when
+    the combination is fine."""
+    w, s, q = values.get("window_size"), values.get("stride"), values.get("queue_limit")
+    window_defaults = {n: SPECS[n].default for n in ("window_size", "stride", "queue_limit")}
+    if None not in (w, s) and not 1 <= s <= w - 2:
+        return (f"stride={s} must be at most window_size - 2 = {w - 2} (consecutive windows must share at least "
+                "2 frames); set both at once to change them together", window_defaults)
+    if None not in (w, q) and q < w:
+        return f"queue_limit={q} must be >= window_size={w} (the first window needs that many frames)", \
+            window_defaults
+    if "publish_odom_to_base_tf" in values:
+        from .frames import check_frames
+        return check_frames(values)
+    return None
+
+
 def check_all(values: Dict[str, Any]) -> Optional[str]:
     """Why a complete set of values is inconsistent (None when it is fine): per-value checks, then the
     checks that involve several parameters."""
@@ -171,13 +220,8 @@ def check_all(values: Dict[str, Any]) -> Optional[str]:
             why = check_value(spec, value)
             if why:
                 return why
-    w, s, q = values.get("window_size"), values.get("stride"), values.get("queue_limit")
-    if None not in (w, s) and not 1 <= s <= w - 2:
-        return (f"stride={s} must be at most window_size - 2 = {w - 2} (consecutive windows must share at least "
-                "2 frames); set both at once to change them together")
-    if None not in (w, q) and q < w:
-        return f"queue_limit={q} must be >= window_size={w} (the first window needs that many frames)"
-    return None
+    problem = cross_check(values)
+    return problem[0] if problem else None
 
 
 def param_type_name(spec: ParamSpec) -> str:
@@ -204,7 +248,7 @@ def descriptor(spec: ParamSpec):
     if spec.choices:
         text += f" [{' | '.join(spec.choices)}]"
     d = ParameterDescriptor(name=spec.name, type=types[param_type_name(spec)], description=text,
-                            additional_constraints=f"run-time change: {spec.group}")
+                            additional_constraints=f"run-time change: {spec.group}", read_only=spec.read_only)
     if spec.range is not None:
         lo, hi = spec.range
         if param_type_name(spec) == "integer":
@@ -235,13 +279,13 @@ def declare_all(node) -> List[str]:
         if why:
             problems.append(f"{why}; using the default {spec.default!r}")
             node.set_parameters([Parameter(spec.name, value=spec.default)])
-    values = current_values(node)
-    why = check_all(values)
-    if why:
-        # an inconsistent combination: fall back to the defaults of the parameters involved
-        names = [n for n in ("window_size", "stride", "queue_limit")]
-        problems.append(f"{why}; using the defaults of {', '.join(names)}")
-        node.set_parameters([Parameter(n, value=SPECS[n].default) for n in names])
+    for _ in range(4):  # each fallback fixes one inconsistent combination
+        problem = cross_check(current_values(node))
+        if problem is None:
+            break
+        why, fallback = problem
+        problems.append(f"{why}; using {', '.join(f'{k}={v!r}' for k, v in fallback.items())}")
+        node.set_parameters([Parameter(n, value=v) for n, v in fallback.items()])
     return problems
 
 

@@ -1,9 +1,15 @@
-"""TF broadcasting: tf2_ros where it is installed, otherwise ``tf2_msgs/TFMessage`` publishers on /tf and
-/tf_static with tf2_ros's QoS (dynamic: reliable, volatile, depth 100; static: reliable, transient local,
-depth 1, every static transform re-sent in one message, as tf2_ros's static broadcaster does)."""
+"""TF: tf2_ros where it is installed, otherwise small adapters of ours.
+
+Broadcasting: ``tf2_msgs/TFMessage`` publishers on /tf and /tf_static with tf2_ros's QoS (dynamic:
+reliable, volatile, depth 100; static: reliable, transient local, depth 1, every static transform re-sent
+in one message, as tf2_ros's static broadcaster does). Listening: :class:`TfBuffer` (no rclpy needed, so it
+is unit-tested without spinning) fed by /tf and /tf_static subscriptions (:class:`TfListener`).
+"""
 from __future__ import annotations
 
-from typing import Dict, Iterable
+import bisect
+import threading
+from typing import Dict, Iterable, List, Optional, Tuple
 
 import numpy as np
 
@@ -73,3 +79,201 @@ class TfBroadcaster:
 
     def clear_static(self) -> None:
         self._static.clear()
+
+    def remove_static(self, child: str) -> bool:
+        """Forget the static transform to ``child`` (True when there was one); send_static re-sends the rest."""
+        return self._static.pop(child, None) is not None
+
+
+# ---------------------------------------------------------------------------------------------- listening
+def transform_to_matrix(t) -> np.ndarray:
+    """``geometry_msgs/Transform`` (or anything with .translation and .rotation) -> 4x4."""
+    from .conversions import matrix_from_quat
+    m = np.eye(4)
+    q = t.rotation
+    m[:3, :3] = matrix_from_quat((q.x, q.y, q.z, q.w))
+    m[:3, 3] = (t.translation.x, t.translation.y, t.translation.z)
+    return m
+
+
+class TfBuffer:
+    """A thread-safe TF buffer for when tf2_ros is not installed: per (parent, child) edge a time-sorted,
+    bounded history (``cache_s`` seconds behind the newest stamp, at most ``max_per_edge`` entries), static
+    edges without time; lookups compose the chain through the frames' common ancestor and interpolate each
+    dynamic edge at the stamp (linear translation, slerp rotation). No extrapolation, as in tf2.
+
+    A child has one parent: a transform naming a new parent replaces the edge (tf2 does the same) and is
+    counted in ``parent_changes``."""
+
+    def __init__(self, cache_s: float = 10.0, max_per_edge: int = 2000):
+        self.cache_ns = int(cache_s * 1e9)
+        self.max_per_edge = int(max_per_edge)
+        self._lock = threading.Lock()
+        self._parent: Dict[str, str] = {}
+        self._static: Dict[str, np.ndarray] = {}                       # child -> parent_T_child
+        self._stamps: Dict[str, List[int]] = {}                        # child -> sorted stamps
+        self._poses: Dict[str, List[np.ndarray]] = {}                  # child -> parent_T_child per stamp
+        self.parent_changes = 0
+
+    # ------------------------------------------------------------------ input
+    def set_transform(self, parent: str, child: str, stamp_ns: int, matrix: np.ndarray, static: bool = False):
+        parent, child = parent.lstrip("/"), child.lstrip("/")
+        if not parent or not child or parent == child:
+            return
+        m = np.asarray(matrix, np.float64)
+        with self._lock:
+            if self._parent.get(child, parent) != parent:
+                self.parent_changes += 1
+                self._static.pop(child, None)
+                self._stamps.pop(child, None)
+                self._poses.pop(child, None)
+            self._parent[child] = parent
+            if static:
+                self._static[child] = m
+                self._stamps.pop(child, None)
+                self._poses.pop(child, None)
+                return
+            self._static.pop(child, None)
+            stamps = self._stamps.setdefault(child, [])
+            poses = self._poses.setdefault(child, [])
+            k = bisect.bisect_left(stamps, int(stamp_ns))
+            if k < len(stamps) and stamps[k] == int(stamp_ns):
+                poses[k] = m
+            else:
+                stamps.insert(k, int(stamp_ns))
+                poses.insert(k, m)
+            cut = bisect.bisect_left(stamps, stamps[-1] - self.cache_ns)
+            cut = max(cut, len(stamps) - self.max_per_edge)
+            if cut > 0:
+                del stamps[:cut], poses[:cut]
+
+    def add_message(self, msg, static: bool = False) -> None:
+        """Every transform of a ``tf2_msgs/TFMessage``."""
+        from .conversions import stamp_to_ns
+        for t in msg.transforms:
+            self.set_transform(t.header.frame_id, t.child_frame_id, stamp_to_ns(t.header.stamp),
+                               transform_to_matrix(t.transform), static)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._parent.clear(); self._static.clear(); self._stamps.clear(); self._poses.clear()
+
+    # ------------------------------------------------------------------ queries
+    def parent_of(self, child: str) -> Optional[str]:
+        with self._lock:
+            return self._parent.get(child.lstrip("/"))
+
+    def _chain(self, frame: str) -> List[str]:
+        """frame, its parent, ..., the root (a cycle ends the walk)."""
+        out = [frame]
+        while out[-1] in self._parent and len(out) < 1000:
+            nxt = self._parent[out[-1]]
+            if nxt in out:
+                break
+            out.append(nxt)
+        return out
+
+    def _edge_at(self, child: str, stamp_ns: int) -> Tuple[Optional[np.ndarray], str]:
+        if child in self._static:
+            return self._static[child], ""
+        stamps, poses = self._stamps.get(child, []), self._poses.get(child, [])
+        if not stamps:
+            return None, f"no transform {self._parent.get(child)} -> {child} yet"
+        if stamp_ns < stamps[0] or stamp_ns > stamps[-1]:
+            side = "past" if stamp_ns < stamps[0] else "future"
+            return None, (f"{self._parent[child]} -> {child} at {stamp_ns * 1e-9:.3f} s would be an extrapolation "
+                          f"into the {side} (known {stamps[0] * 1e-9:.3f} .. {stamps[-1] * 1e-9:.3f} s)")
+        k = bisect.bisect_left(stamps, stamp_ns)
+        if stamps[k] == stamp_ns:
+            return poses[k], ""
+        t0, t1 = stamps[k - 1], stamps[k]
+        return interpolate(poses[k - 1], poses[k], (stamp_ns - t0) / (t1 - t0)), ""
+
+    def lookup(self, target: str, source: str, stamp_ns: Optional[int] = None) -> Tuple[Optional[np.ndarray], str]:
+        """(target_T_source, "") — the pose of ``source`` in ``target`` at ``stamp_ns`` (None: the latest
+        time every dynamic edge of the chain knows) — or (None, why)."""
+        target, source = target.lstrip("/"), source.lstrip("/")
+        with self._lock:
+            if target == source:
+                return np.eye(4), ""
+            up_s, up_t = self._chain(source), self._chain(target)
+            common = next((f for f in up_s if f in set(up_t)), None)
+            if common is None:
+                known = [f for f in (target, source) if f not in self._parent and not any(
+                    p == f for p in self._parent.values())]
+                why = (f"frame {known[0]!r} is unknown" if known
+                       else f"{target!r} and {source!r} are not connected")
+                return None, why
+            edges = up_s[:up_s.index(common)] + up_t[:up_t.index(common)]
+            if stamp_ns is None:
+                dyn = [self._stamps[c][-1] for c in edges if c not in self._static and self._stamps.get(c)]
+                stamp_ns = min(dyn) if dyn else 0
+            mats = {}
+            for child in edges:
+                m, why = self._edge_at(child, int(stamp_ns))
+                if m is None:
+                    return None, why
+                mats[child] = m
+
+        def up(chain):   # common_T_frame for the first frame of chain
+            t = np.eye(4)
+            for child in reversed(chain[:chain.index(common)]):
+                t = t @ mats[child]
+            return t
+        return np.linalg.inv(up(up_t)) @ up(up_s), ""
+
+
+def interpolate(a: np.ndarray, b: np.ndarray, f: float) -> np.ndarray:
+    """Rigid pose between ``a`` (f = 0) and ``b`` (f = 1): linear translation, slerp rotation."""
+    from scipy.spatial.transform import Rotation, Slerp
+    out = np.eye(4)
+    out[:3, :3] = Slerp([0.0, 1.0], Rotation.from_matrix(np.stack([a[:3, :3], b[:3, :3]])))([f]).as_matrix()[0]
+    out[:3, 3] = (1 - f) * a[:3, 3] + f * b[:3, 3]
+    return out
+
+
+class TfListener:
+    """``lookup(target, source, stamp_ns)`` and ``parent_of(child)`` over the live TF tree: tf2_ros's Buffer
+    and TransformListener where installed, otherwise a :class:`TfBuffer` fed by our own /tf and /tf_static
+    subscriptions with tf2_ros's listener QoS (/tf_static transient local, so late joiners get it)."""
+
+    def __init__(self, node, use_tf2_ros: bool = True, cache_s: float = 10.0):
+        self.node = node
+        if use_tf2_ros and _tf2_ros is not None:
+            from rclpy.duration import Duration
+            self.backend = "tf2_ros"
+            self.buffer = _tf2_ros.Buffer(cache_time=Duration(seconds=cache_s))
+            self._listener = _tf2_ros.TransformListener(self.buffer, node)
+        else:
+            from tf2_msgs.msg import TFMessage
+            self.backend = "builtin"
+            self.buffer = TfBuffer(cache_s)
+            self._subs = [
+                node.create_subscription(TFMessage, "/tf", lambda m: self.buffer.add_message(m, False),
+                                         qos_profile(100)),
+                node.create_subscription(TFMessage, "/tf_static", lambda m: self.buffer.add_message(m, True),
+                                         qos_profile(100, latched=True))]
+
+    def lookup(self, target: str, source: str, stamp_ns: Optional[int] = None) -> Tuple[Optional[np.ndarray], str]:
+        if self.backend == "builtin":
+            return self.buffer.lookup(target, source, stamp_ns)
+        from rclpy.time import Time
+        try:
+            t = self.buffer.lookup_transform(target, source, Time(nanoseconds=int(stamp_ns or 0)))
+        except Exception as exc:  # tf2's LookupException, ExtrapolationException, ...
+            return None, f"{type(exc).__name__}: {exc}"
+        return transform_to_matrix(t.transform), ""
+
+    def parent_of(self, child: str) -> Optional[str]:
+        if self.backend == "builtin":
+            return self.buffer.parent_of(child)
+        import yaml
+        frames = yaml.safe_load(self.buffer.all_frames_as_yaml()) or {}
+        entry = frames.get(child.lstrip("/")) if isinstance(frames, dict) else None
+        return entry.get("parent") if isinstance(entry, dict) else None
+
+    def close(self) -> None:
+        if self.backend == "builtin":
+            for s in self._subs:
+                self.node.destroy_subscription(s)
+            self._subs = []
