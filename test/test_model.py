@@ -51,7 +51,7 @@ def test_monst3r_style_extra_keywords_are_accepted():
     ("__import__('os').system('true')", "not a plain constructor call"),
     ("AsymmetricCroCo3DStereo(img_size=__import__('os').getcwd())", "not a literal"),
     ("AsymmetricMASt3R(pos_embed='RoPE100')", "unknown architecture 'AsymmetricMASt3R'"),
-    ("AsymmetricCroCo3DStereo(pos_embed='RoPE100', colour='red')", "unknown keyword(s) in the model string: colour"),
+    ("AsymmetricCroCo3DStereo(pos_embed='RoPE100', colour='red')", "unknown keyword(s) in the model string: 'colour'"),
     ("AsymmetricCroCo3DStereo(pos_embed='cosine')", "pos_embed='cosine' is not supported"),
     ("AsymmetricCroCo3DStereo(pos_embed='RoPE100', head_type='dpt', dec_depth=8)", "dec_depth > 9"),
     ("AsymmetricCroCo3DStereo(pos_embed='RoPE100', **{'a': 1})", "'**' expansion"),

@@ -196,13 +196,15 @@ def test_compressed_input_at_run_time(rig):
     rig.alive()
 
 
-def test_default_tf_tree_is_odom_to_camera(rig):
+def test_default_tf_tree_is_map_odom_camera(rig):
     parents = {}
     for msg in rig.listener.get("/tf"):
         for t in msg.transforms:
             assert parents.setdefault(t.child_frame_id, t.header.frame_id) == t.header.frame_id
     assert parents == {"cam_optical": "odom"}
-    assert not rig.listener.get("/tf_static")
+    # /tf_static: only the identity map -> odom (publish_map_to_odom_tf, the default, as in isaac_ros_visual_slam)
+    static = [(t.header.frame_id, t.child_frame_id) for m in rig.listener.get("/tf_static") for t in m.transforms]
+    assert set(static) == {("map", "odom")}
     # every published frame's mask is mono8 0/255 at the source size
     for m in rig.listener.get("/easi3r/dynamic_mask"):
         assert m.encoding == "mono8" and len(m.data) == m.height * m.step

@@ -94,13 +94,13 @@ def test_bag_player_node_listener(bag, tmp_path):
         infos = listener.get("/easi3r/camera_info")
         assert len(infos) == len(masks) and all((i.width, i.height) == (W, H) and i.k[0] > 0 for i in infos)
 
-        # TF: one tree odom -> base_link -> cam_optical
+        # TF: one tree map -> odom (identity) -> base_link -> cam_optical
         parents = {}
         for topic in ("/tf", "/tf_static"):
             for msg in listener.get(topic):
                 for t in msg.transforms:
                     assert parents.setdefault(t.child_frame_id, t.header.frame_id) == t.header.frame_id
-        assert parents == {"base_link": "odom", "cam_optical": "base_link"}
+        assert parents == {"odom": "map", "base_link": "odom", "cam_optical": "base_link"}
         dyn = [t for msg in listener.get("/tf") for t in msg.transforms]
         assert sorted(stamp_to_ns(t.header.stamp) for t in dyn) == stamps
 
