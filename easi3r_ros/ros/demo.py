@@ -297,6 +297,7 @@ def _score_synthetic(seq, res: PlayResult, out_dir: Path, model_label: str) -> O
     from ..motion.flow_baseline import flow_motion_masks
 
     stamps = [int(s) for s in seq.stamps_ns]
+    short_label = model_label.split(" (")[0]   # the model's name, without its path
     got = [k for k, s in enumerate(stamps) if s in res.masks]
     flow = flow_motion_masks(seq.frames)
     gt = [seq.dynamic[k] for k in range(len(stamps))]
@@ -308,7 +309,7 @@ def _score_synthetic(seq, res: PlayResult, out_dir: Path, model_label: str) -> O
     rows = []
     if got:
         node_scores = davis_scores([res.masks[stamps[k]] for k in got], [gt[k] for k in got])
-        rows.append((f"Easi3R node ({model_label[:22]})", node_scores))
+        rows.append((f"Easi3R node ({short_label[:22]})", node_scores))
     flow_scores = davis_scores([flow[k] for k in got] if got else flow, [gt[k] for k in got] if got else gt)
     rows.append(("optical-flow baseline (no network)", flow_scores))
     for label, s in rows:
@@ -328,7 +329,7 @@ def _score_synthetic(seq, res: PlayResult, out_dir: Path, model_label: str) -> O
         ("frames", [seq.frames[k] for k in cols]),
         ("ground truth", [overlay(seq.frames[k], gt[k], (40, 200, 40)) for k in cols]),
         ("flow baseline\n(no network)", [overlay(seq.frames[k], flow[k], (40, 120, 255)) for k in cols]),
-        ("Easi3R node\n" + model_label[:20], [overlay(seq.frames[k], res.masks.get(stamps[k], empty)) for k in cols]),
+        ("Easi3R node\n" + short_label[:20], [overlay(seq.frames[k], res.masks.get(stamps[k], empty)) for k in cols]),
     ], title=f"easi3r demo: synthetic held-out sequence (seed {seq.seed}); columns = frames "
              f"{', '.join(str(c) for c in cols)}")
     return save_png(picture, out_dir / "montage.png")
