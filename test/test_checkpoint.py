@@ -213,7 +213,7 @@ def _load_within(path, seconds: float):
     def load():
         try:
             load_checkpoint(path)
-        except Exception as exc:
+        except Exception as exc:  # handed back to the test, which asserts on its type and message
             result["error"] = exc
 
     thread = threading.Thread(target=load, daemon=True)

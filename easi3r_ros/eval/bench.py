@@ -46,6 +46,7 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from ..io.writers import json_default
 from .depth import depth_errors, to_network_resolution
 from .masks import davis_scores, load_label_png, static_dynamic_scores
 
@@ -522,7 +523,7 @@ def write_reports(results: Dict[str, object], out_dir: Path, samples: List[Dict[
                                     out_dir / "montage.png")
         results["montage"] = "montage.png"
     paths["json"] = out_dir / "quality.json"
-    paths["json"].write_text(json.dumps(results, indent=1, default=_json_default, allow_nan=True))
+    paths["json"].write_text(json.dumps(results, indent=1, default=json_default, allow_nan=True))
     paths["markdown"] = out_dir / "quality.md"
     paths["markdown"].write_text(markdown(results))
     g = results["guard"]
@@ -535,16 +536,6 @@ def write_reports(results: Dict[str, object], out_dir: Path, samples: List[Dict[
             "measured_by": "easi3r eval bench", "date": results["date"],
             "sequences": {"dynamic": len(g["moving_scores"]), "static": len(g["static_scores"])}}, indent=1))
     return paths
-
-
-def _json_default(obj):
-    if isinstance(obj, (np.floating, np.integer, np.bool_)):
-        return obj.item()
-    if isinstance(obj, np.ndarray):
-        return obj.tolist()
-    if isinstance(obj, Path):
-        return str(obj)
-    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
 
 
 # ------------------------------------------------------------------------------------ the whole benchmark

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Optional, Sequence, Tuple
+from typing import Sequence, Tuple
 
 import numpy as np
 
@@ -150,9 +150,3 @@ class CameraModel:
         left, top = crop.crop_box[:2]
         return (self.fx / sx, self.fy / sy, (self.cx + 0.5) / sx - 0.5 - left, (self.cy + 0.5) / sy - 0.5 - top)
 
-
-def focal_error(estimated_K: np.ndarray, camera: Optional[CameraModel]) -> float:
-    """Relative error of an estimated fx against a calibration (nan without one)."""
-    if camera is None:
-        return float("nan")
-    return float(abs(np.asarray(estimated_K)[0, 0] - camera.fx) / camera.fx)

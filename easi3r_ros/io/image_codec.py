@@ -200,7 +200,7 @@ def compressed_size(data: Any) -> Tuple[int, int]:
             return image.size
     except PIL.UnidentifiedImageError:
         raise ImageCodecError("cannot decode: not a known image format") from None
-    except Exception as exc:
+    except Exception as exc:  # any failure to read a header rejects the frame, reported with its reason
         reason = str(exc).splitlines()[0][:120] if str(exc) else type(exc).__name__
         raise ImageCodecError(f"cannot decode: {reason}") from None
 

@@ -265,12 +265,13 @@ def write_results_npz(path: PathLike, arrays: Mapping[str, np.ndarray], meta: Op
     p = _parent(path)
     out = {k: np.asarray(v) for k, v in arrays.items() if v is not None}
     if meta is not None:
-        out["meta_json"] = np.array(json.dumps(meta, default=_json_default))
+        out["meta_json"] = np.array(json.dumps(meta, default=json_default))
     (np.savez_compressed if compressed else np.savez)(p, **out)
     return p
 
 
-def _json_default(o):
+def json_default(o):
+    """``json.dumps(default=...)`` for numpy scalars and arrays and paths."""
     if isinstance(o, np.generic):
         return o.item()
     if isinstance(o, np.ndarray):

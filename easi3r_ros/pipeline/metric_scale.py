@@ -20,6 +20,7 @@ import numpy as np
 
 SCALE_SOURCES = ("none", "odometry", "fixed")
 MIN_PAIRS = 3
+METRIC_STATES = ("observed", "held", "fixed")   # states in which the window's outputs are in metres
 
 
 @dataclass
@@ -34,7 +35,7 @@ class ScaleEstimate:
 
     @property
     def metric(self) -> bool:
-        return self.state in ("observed", "held", "fixed")
+        return self.state in METRIC_STATES
 
 
 def odometry_scale(window_poses: Sequence[np.ndarray], odometry_poses: Sequence[Optional[np.ndarray]],

@@ -23,6 +23,7 @@ from ..io.camera_model import CameraModel
 from ..io.frames import IMAGE_EXTENSIONS, Frame, InputError, check_same_size
 from ..io.writers import (OverlayVideoWriter, write_depth, write_mask_png, write_ply, write_results_npz,
                           write_tum)
+from .metric_scale import METRIC_STATES
 from .result import FrameResult
 from .stream import PublishedFrame, StreamConfig, StreamProcessor, StreamSink, WindowOutput, transform_points
 from .window import WindowPipeline
@@ -134,7 +135,7 @@ def run_offline(frames: Iterable[Frame], pipeline: WindowPipeline, out_dir: Path
 
 def scale_is_metric(scale: Optional[dict]) -> bool:
     """Whether a recorded scale estimate (see :class:`.metric_scale.ScaleEstimate`) puts the outputs in metres."""
-    return bool(scale) and scale.get("state") in ("observed", "held", "fixed")
+    return bool(scale) and scale.get("state") in METRIC_STATES
 
 
 class _Collector(StreamSink):

@@ -899,10 +899,8 @@ class StreamProcessor:
         sits at it: map and odom then coincide at the start."""
         if self._anchored or self.odometry is None:
             return
-        for pose, o in zip(chained, odom):
+        for chain_T_cam, o in zip(chained, odom):   # chained poses are rigid (apply_sim3_to_poses)
             if o is not None:
-                chain_T_cam = pose.copy()
-                chain_T_cam[:3, :3] /= np.cbrt(np.linalg.det(chain_T_cam[:3, :3]))
                 self._world_T_chain = o @ np.linalg.inv(chain_T_cam)
                 self._anchor_point = chain_T_cam[:3, 3].copy()
                 self._anchored = True
