@@ -5,6 +5,7 @@
 #   make bench   benchmarks
 #   make bench-quality  the ground-truth quality benchmark (easi3r eval bench; BENCH_QUALITY_ARGS, e.g. --quick)
 #   make bench-geometry known intrinsics and metric scale from odometry (BENCH_GEOMETRY_ARGS, e.g. --quick)
+#   make soak    30 minutes of a looping bag with parameter storms and checkpoint swaps, then SIGINT (SOAK_ARGS)
 # Variables: VENV (or EASI3R_VENV), TORCH_INDEX_URL (see scripts/bootstrap.sh), PYTEST_ARGS.
 
 VENV ?= $(or $(EASI3R_VENV),.venv)
@@ -21,7 +22,7 @@ endif
 
 PY := $(EASI3R_VENV)/bin/python
 
-.PHONY: venv test demo colcon bench bench-quality bench-geometry
+.PHONY: venv test demo colcon bench bench-quality bench-geometry soak
 
 venv:
 	bash scripts/bootstrap.sh
@@ -44,3 +45,6 @@ bench-quality: venv
 
 bench-geometry: venv
 	$(PY) benchmarks/planner_geometry.py $(BENCH_GEOMETRY_ARGS)
+
+soak: venv
+	$(PY) benchmarks/soak.py $(SOAK_ARGS)

@@ -2,7 +2,8 @@
 
     python benchmarks/run.py [--quick]
 
---quick runs the tiny models only (a check that the benchmarks work, not a measurement).
+--quick runs the tiny models only (a check that the benchmarks work, not a measurement). The GPU report
+(benchmarks/gpu.sh) is written only where CUDA is available.
 """
 import argparse
 import sys
@@ -10,9 +11,20 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import gpu  # noqa: E402
 import guard_calibration  # noqa: E402
 import network_pairs  # noqa: E402
+import streaming  # noqa: E402
 import window_stages  # noqa: E402
+
+
+def gpu_report(argv) -> None:
+    import torch
+
+    if torch.cuda.is_available():
+        gpu.main(argv)
+    else:
+        print("benchmarks/gpu.sh skipped: no CUDA device on this machine (the GPU report needs one)")
 
 
 def main(argv=None):
@@ -24,10 +36,14 @@ def main(argv=None):
         network_pairs.main(["--models", "tiny-224-linear", "--pairs", "4", "--report", str(tmp / "network_pairs.md")])
         window_stages.main(["--models", "tiny-224-linear", "--niter", "20", "--report", str(tmp / "window_stages.md")])
         guard_calibration.main(["--seeds", "0", "--no-real", "--out", str(tmp / "guard_calibration.md")])
+        gpu_report(["--report", str(tmp / "gpu" / "gpu.md"), "--budget-s", "120"])
+        streaming.main(["--quick", "--fresh", "--out", str(tmp / "streaming")])
         return
     network_pairs.main([])
     window_stages.main([])
     guard_calibration.main([])
+    gpu_report([])       # first: the streaming report links the GPU report when there is one
+    streaming.main([])   # per-new-frame cost (steady vs cold) and the RSS curve; resumable
 
 
 if __name__ == "__main__":

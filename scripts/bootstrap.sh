@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Turn a fresh Debian/Ubuntu machine into a working virtual environment for easi3r_ros:
 # core Python deps, ROS 2 Kilted from PyPI wheels, this package's msg/ interfaces (and
-# tf2_msgs where missing) built into the venv, and the package installed in editable mode.
+# tf2_msgs where missing) built into the venv, and the package installed in editable mode, laid out as
+# colcon lays out a ROS 2 package (lib/easi3r_ros/<executables>, share/easi3r_ros/{launch,config}) so that
+# `ros2 run` / `ros2 launch` find it, with AMENT_PREFIX_PATH defaulting to the venv (no sourcing).
 #
 # Idempotent: every step is keyed on a hash of its inputs (stamps in $VENV/.easi3r/), so a
 # second run only checks and exits.
@@ -206,13 +208,14 @@ CMAKE
     "$PY" -c 'import tf2_msgs.msg' || die "tf2_msgs built but does not import"
 fi
 
-# --- 6. this package's msg/ interfaces (and share/easi3r_ros) -------------------------------
+# --- 6. this package's msg/ interfaces, lib/easi3r_ros and share/easi3r_ros ------------------
 mapfile -t msg_files < <(find "$REPO/msg" -maxdepth 1 -name '*.msg' | sort)
 ((${#msg_files[@]})) || die "no msg/*.msg in $REPO"
-# launch/ and config/ are installed to share/easi3r_ros by the same CMake run.
+# launch/ and config/ are installed to share/easi3r_ros, and the executables `ros2 run` and launch_ros
+# look for to lib/easi3r_ros (as colcon does), by the same CMake run.
 mapfile -t share_files < <(find "$REPO/launch" "$REPO/config" -type f -not -name '*.pyc' 2>/dev/null | sort)
 key="$(hash_of "py=$PYVER venv=$VENV" "${msg_files[@]}" "${share_files[@]}" "$REPO/CMakeLists.txt" "$REPO/package.xml")"
-if stamp_ok msgs "$key" && [[ -f "$SITE/easi3r_ros/msg/__init__.py" ]]; then
+if stamp_ok msgs "$key" && [[ -f "$SITE/easi3r_ros/msg/__init__.py" && -x "$VENV/lib/easi3r_ros/easi3r_node" ]]; then
     log "easi3r_ros interfaces up to date"
 else
     mkdir -p "$STAMPS"
@@ -238,6 +241,18 @@ else
     stamp_set pkg "$key"
 fi
 
+# --- 7b. ament look-ups without sourcing anything ---------------------------------------------
+# ament_index (ros2 run / launch, FindPackageShare) needs AMENT_PREFIX_PATH. This .pth line runs at every
+# start of the venv's interpreter and sets it to the venv when it is unset or empty (an explicit value is
+# kept). It sorts before ros_wheels_bootstrapper.pth, whose re-exec passes the variable on; child
+# processes (the nodes ros2 launch starts) inherit it.
+pth="$SITE/easi3r_ros_ament_prefix.pth"
+pth_line='import os, sys; os.environ.get("AMENT_PREFIX_PATH") or os.environ.__setitem__("AMENT_PREFIX_PATH", sys.prefix)'
+if [[ ! -f "$pth" || "$(cat "$pth")" != "$pth_line" ]]; then
+    log "AMENT_PREFIX_PATH defaults to the venv ($pth)"
+    printf '%s\n' "$pth_line" > "$pth"
+fi
+
 # --- 8. check from outside the checkout ------------------------------------------------------
 (cd / && "$PY" - "$REPO" <<'PY') || die "environment check failed"
 import os, sys
@@ -248,5 +263,14 @@ src = os.path.dirname(os.path.realpath(easi3r_ros.__file__))
 if src != os.path.realpath(os.path.join(repo, "easi3r_ros")):
     sys.exit(f"easi3r_ros imports from {src}, not from the checkout {repo}")
 PY
-for exe in easi3r easi3r_node; do [[ -x "$VENV/bin/$exe" ]] || die "console script $VENV/bin/$exe missing"; done
-log "ready: $VENV (rclpy, tf2_msgs, easi3r_ros.msg, console scripts easi3r / easi3r_node)"
+for exe in easi3r easi3r_node; do
+    [[ -x "$VENV/bin/$exe" ]] || die "console script $VENV/bin/$exe missing"
+    [[ -x "$VENV/lib/easi3r_ros/$exe" ]] || die "$VENV/lib/easi3r_ros/$exe missing (ros2 run / launch need it)"
+done
+# As a user's shell would start it: nothing exported.
+(cd / && env -u AMENT_PREFIX_PATH "$PY" -c 'import os, sys
+from ament_index_python.packages import get_package_prefix, get_package_share_directory
+assert os.path.realpath(get_package_prefix("easi3r_ros")) == os.path.realpath(sys.prefix), get_package_prefix("easi3r_ros")
+assert os.path.isfile(os.path.join(get_package_share_directory("easi3r_ros"), "launch", "easi3r.launch.py"))') \
+    || die "ament_index does not find easi3r_ros in $VENV without AMENT_PREFIX_PATH"
+log "ready: $VENV (rclpy, tf2_msgs, easi3r_ros.msg, console scripts easi3r / easi3r_node, lib/ and share/easi3r_ros)"

@@ -7,7 +7,8 @@ import pytest
 from scipy.spatial.transform import Rotation
 
 from easi3r_ros.io.frames import iter_video
-from easi3r_ros.io.writers import (OverlayVideoWriter, format_stamp, overlay, read_intrinsics, read_mask_png,
+from easi3r_ros.io.stamps import format_stamp
+from easi3r_ros.io.writers import (OverlayVideoWriter, overlay, read_intrinsics, read_mask_png,
                                    read_ply, read_tum, write_depth, write_intrinsics,
                                    write_mask_png, write_ply, write_results_npz, write_tum)
 

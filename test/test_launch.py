@@ -1,6 +1,7 @@
 """launch/easi3r.launch.py, config/easi3r.yaml and config/easi3r.rviz, checked without ``launch`` installed:
 the launch file is parsed with ``ast`` and also evaluated against small stand-ins of the launch API, and
-the params file is compared with the parameters the node declares (both ways)."""
+the params file is compared with the parameters the node declares (both ways). test_ros_launch.py runs the
+launch file through the real launch API where it is installed."""
 import ast
 import importlib.util
 import sys
@@ -16,7 +17,8 @@ REPO = Path(__file__).resolve().parents[1]
 LAUNCH = REPO / "launch" / "easi3r.launch.py"
 YAML = REPO / "config" / "easi3r.yaml"
 RVIZ = REPO / "config" / "easi3r.rviz"
-LAUNCH_ARGS = {"checkpoint", "image_topic", "camera_info_topic", "params_file", "use_sim_time", "rviz"}
+LAUNCH_ARGS = {"checkpoint", "image_topic", "camera_info_topic", "params_file", "base_frame", "use_sim_time", "rviz",
+               "random_weights", "publish_odom_to_base_tf"}
 
 
 def _strings(tree):
@@ -35,7 +37,12 @@ def test_launch_file_parses_and_names_package_executable_arguments():
     # every LaunchConfiguration refers to a declared argument
     used = {c.args[0].value for c in ast.walk(tree) if isinstance(c, ast.Call)
             and getattr(c.func, "id", None) == "LaunchConfiguration" and isinstance(c.args[0], ast.Constant)}
-    assert {"params_file", "image_topic", "use_sim_time", "rviz"} <= used
+    used |= {c.args[1].value for c in ast.walk(tree) if isinstance(c, ast.Call)   # _flag(context, "name")
+             and getattr(c.func, "id", None) == "_flag" and isinstance(c.args[1], ast.Constant)}
+    used |= {e.value for c in ast.walk(tree) if isinstance(c, ast.For) and isinstance(c.iter, ast.Tuple)
+             for e in c.iter.elts if isinstance(e, ast.Constant)}   # for name in ("checkpoint", ...)
+    assert {"params_file", "image_topic", "use_sim_time", "rviz", "base_frame", "random_weights",
+            "publish_odom_to_base_tf"} <= used
     assert used <= declared
     # the executable it names exists as a console script
     setup = (REPO / "setup.py").read_text()
@@ -63,15 +70,25 @@ class _FindPackageShare(_Rec):
         return str(REPO)  # the share folder mirrors the source layout (launch/, config/)
 
 
+class _Logger:
+    def __init__(self):
+        self.warnings = []
+
+    def warning(self, msg, *args):
+        self.warnings.append(msg % args if args else msg)
+
+
 def _stub_modules():
     mods = {}
-    for name in ("launch", "launch.actions", "launch.conditions", "launch.substitutions", "launch_ros",
+    for name in ("launch", "launch.actions", "launch.logging", "launch.substitutions", "launch_ros",
                  "launch_ros.actions", "launch_ros.substitutions"):
         mods[name] = types.ModuleType(name)
     mods["launch"].LaunchDescription = _Rec
     mods["launch.actions"].DeclareLaunchArgument = type("DeclareLaunchArgument", (_Rec,), {})
     mods["launch.actions"].OpaqueFunction = type("OpaqueFunction", (_Rec,), {})
-    mods["launch.conditions"].IfCondition = type("IfCondition", (_Rec,), {})
+    logger = _Logger()
+    mods["launch.logging"].get_logger = lambda name=None: logger
+    mods["launch.logging"].logger = logger
     mods["launch.substitutions"].LaunchConfiguration = _LaunchConfiguration
     mods["launch.substitutions"].PathJoinSubstitution = _PathJoin
     mods["launch_ros.actions"].Node = type("Node", (_Rec,), {})
@@ -79,8 +96,9 @@ def _stub_modules():
     return mods
 
 
-def test_launch_file_evaluates_to_the_node_with_params_file(monkeypatch):
-    for name, mod in _stub_modules().items():
+def _load_launch(monkeypatch):
+    mods = _stub_modules()
+    for name, mod in mods.items():
         monkeypatch.setitem(sys.modules, name, mod)
     spec = importlib.util.spec_from_file_location("easi3r_launch_under_test", LAUNCH)
     module = importlib.util.module_from_spec(spec)
@@ -88,27 +106,85 @@ def test_launch_file_evaluates_to_the_node_with_params_file(monkeypatch):
     ld = module.generate_launch_description()
     entities = ld.args[0]
     decl = {e.args[0]: e.kwargs.get("default_value") for e in entities if type(e).__name__ == "DeclareLaunchArgument"}
-    assert LAUNCH_ARGS <= set(decl)
     context = types.SimpleNamespace(launch_configurations={})
     for k, v in decl.items():
         context.launch_configurations[k] = v.perform(context) if hasattr(v, "perform") else v
+
+    def evaluate(**arguments):
+        context.launch_configurations.update(arguments)
+        return [a for e in entities if type(e).__name__ == "OpaqueFunction" for a in e.kwargs["function"](context)]
+    return module, decl, context, evaluate, mods["launch.logging"].logger
+
+
+def test_launch_file_evaluates_to_the_node_with_params_file(monkeypatch):
+    module, decl, context, evaluate, logger = _load_launch(monkeypatch)
+    assert LAUNCH_ARGS <= set(decl)
     assert Path(context.launch_configurations["params_file"]) == YAML
-    context.launch_configurations.update(checkpoint="/models/x.pth", image_topic="/cam/image_raw")
-    opaque = [e for e in entities if type(e).__name__ == "OpaqueFunction"]
-    nodes = [n for e in opaque for n in e.kwargs["function"](context)]
-    nodes += [e for e in entities if type(e).__name__ == "Node"]
-    ours = [n for n in nodes if n.kwargs["executable"] == "easi3r_node"]
-    assert len(ours) == 1
-    n = ours[0].kwargs
+    nodes = evaluate(checkpoint="/models/x.pth", image_topic="/cam/image_raw")
+    assert [n.kwargs["executable"] for n in nodes] == ["easi3r_node"]   # rviz defaults to false
+    n = nodes[0].kwargs
     assert n["package"] == "easi3r_ros"
     params_file, overrides = n["parameters"]
     assert Path(params_file) == YAML and overrides["checkpoint"] == "/models/x.pth"
-    assert overrides["use_sim_time"] is False and "random_weights" not in overrides
+    # empty arguments leave the params file's values
+    assert overrides["use_sim_time"] is False and "random_weights" not in overrides and "base_frame" not in overrides
+    assert "publish_odom_to_base_tf" not in overrides
     assert set(overrides) - {"use_sim_time"} <= set(SPECS)
     remaps = dict(n["remappings"])
     assert remaps["image"] == "/cam/image_raw" and remaps["camera_info"] == "/camera/camera_info"
+    # launch waits for the node's graceful shutdown before escalating to SIGTERM
+    assert float(n["sigterm_timeout"]) > SPECS["shutdown_timeout"].default
+    assert not logger.warnings
+
+
+def test_sigterm_timeout_follows_the_params_file(monkeypatch, tmp_path):
+    module, decl, context, evaluate, logger = _load_launch(monkeypatch)
+    assert module.SHUTDOWN_TIMEOUT_DEFAULT == SPECS["shutdown_timeout"].default
+    custom = tmp_path / "p.yaml"
+    custom.write_text("/**:\n  ros__parameters:\n    shutdown_timeout: 30.0\n")
+    node = evaluate(params_file=str(custom))[0]
+    assert float(node.kwargs["sigterm_timeout"]) == 35.0
+    custom.write_text("/**:\n  ros__parameters:\n    stride: 2\n")
+    node = evaluate(params_file=str(custom))[0]
+    assert float(node.kwargs["sigterm_timeout"]) == SPECS["shutdown_timeout"].default + 5.0
+
+
+@pytest.mark.parametrize("value, expected", [("true", True), ("True", True), ("1", True), ("false", False),
+                                             ("0", False)])
+def test_launch_passes_use_sim_time_and_base_frame_typed(monkeypatch, value, expected):
+    # use_sim_time must reach the node as a bool: the string 'true' would not switch it to /clock
+    module, decl, context, evaluate, logger = _load_launch(monkeypatch)
+    node = evaluate(use_sim_time=value, base_frame="base_link", publish_odom_to_base_tf=value)[0]
+    overrides = node.kwargs["parameters"][1]
+    assert overrides["use_sim_time"] is expected and overrides["base_frame"] == "base_link"
+    assert overrides["publish_odom_to_base_tf"] is expected
+
+
+def test_rviz_without_rviz2_warns_and_the_node_still_starts(monkeypatch):
+    module, decl, context, evaluate, logger = _load_launch(monkeypatch)
+    monkeypatch.setattr(module, "_have_package", lambda name: False)
+    nodes = evaluate(rviz="true")
+    assert [n.kwargs["executable"] for n in nodes] == ["easi3r_node"]
+    assert len(logger.warnings) == 1 and "rviz2" in logger.warnings[0]
+
+
+def test_rviz_with_rviz2_starts_it_with_the_config(monkeypatch):
+    module, decl, context, evaluate, logger = _load_launch(monkeypatch)
+    monkeypatch.setattr(module, "_have_package", lambda name: name == "rviz2")
+    nodes = evaluate(rviz="true", use_sim_time="true")
     rviz = [x for x in nodes if x.kwargs["executable"] == "rviz2"][0]
     assert rviz.kwargs["arguments"][1].perform(context).endswith("config/easi3r.rviz")
+    assert rviz.kwargs["parameters"] == [{"use_sim_time": True}]
+    assert not logger.warnings
+
+
+def test_have_package_is_false_for_a_missing_package():
+    tree = ast.parse(LAUNCH.read_text())
+    src = ast.get_source_segment(LAUNCH.read_text(), next(n for n in tree.body if isinstance(n, ast.FunctionDef)
+                                                          and n.name == "_have_package"))
+    scope = {}
+    exec(src, scope)   # the helper alone: it needs ament_index_python, not launch
+    assert scope["_have_package"]("no_such_package_easi3r_test") is False
 
 
 def test_params_file_matches_declared_parameters():
@@ -151,3 +227,11 @@ def test_console_scripts_have_help(module):
                          timeout=60)
     assert out.returncode == 0, out.stderr
     assert "usage:" in out.stdout
+
+
+def test_readme_topic_table_is_the_output_declaration():
+    from easi3r_ros.ros.outputs import OUTPUTS, markdown_table
+    assert markdown_table() in (REPO / "README.md").read_text()
+    enables = {o.enable for o in OUTPUTS if o.enable}
+    assert enables <= set(SPECS) and all(isinstance(SPECS[e].default, bool) for e in enables)
+    assert len({o.topic for o in OUTPUTS}) == len(OUTPUTS)

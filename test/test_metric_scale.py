@@ -6,7 +6,9 @@ import numpy as np
 import pytest
 
 from easi3r_ros.pipeline.metric_scale import odometry_scale
-from easi3r_ros.pipeline.stream import StreamConfig, StreamConfigError, StreamProcessor, StreamSink, optical_to_body
+from easi3r_ros.pipeline.scheduler import StreamConfig, StreamConfigError
+from easi3r_ros.pipeline.stream import StreamProcessor, StreamSink
+from easi3r_ros.pipeline.world import optical_to_body
 from stream_fakes import FakeRunner, frame, true_pose
 
 PERIOD_NS = 100_000_000

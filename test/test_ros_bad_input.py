@@ -209,3 +209,64 @@ def test_default_tf_tree_is_map_odom_camera(rig):
     for m in rig.listener.get("/easi3r/dynamic_mask"):
         assert m.encoding == "mono8" and len(m.data) == m.height * m.step
         assert set(np.unique(np.frombuffer(bytes(m.data), np.uint8))) <= {0, 255}
+
+
+# ---- run after the TF tree check above: these add camera frames of their own
+def test_stamp_problems_are_rejected_or_warned(rig):
+    msg = image_msg(48, 64, "rgb8", scene(0, 48, 64).tobytes(), _stamp())
+    msg.header.stamp.nanosec = 1_500_000_000
+    rig.reject(msg, "malformed stamp: nanosec 1500000000 >= 1e9")
+    n = rig.count("stamp_warnings")
+    st = _stamp()
+    rig.send_frames([scene(k, 48, 64) for k in range(6)], [st, st] + [_stamp() for _ in range(4)])
+    wait_log(rig.log, "duplicated stamp")
+    wait_until(lambda: rig.count("stamp_warnings") == n + 1, 30, what="stamp warning counted")
+    assert "duplicated stamp" in rig.diag()["last_stamp_warning"]
+    rig.send_frames([scene(0, 48, 64)], [0])       # one frame of a new segment: published or dropped, counted
+    wait_log(rig.log, "zero stamp")
+    rig.send_frames([scene(k, 48, 64) for k in range(5)])
+    rig.alive()
+
+
+@pytest.mark.parametrize("header,child", [("/cam", "cam"), ("my cam", "my_cam"), ("odom", "camera_optical_frame")])
+def test_header_frame_ids_tf_refuses_are_mapped_to_valid_names(rig, header, child):
+    n_tf = len(rig.listener.get("/tf"))
+
+    def publish(img, stamp):
+        rig.pub.publish(image_msg(48, 64, "rgb8", img.tobytes(), stamp, frame_id=header))
+    masks, _ = rig.send_frames([scene(k, 48, 64) for k in range(5)], publish=publish)
+    assert masks and all(m.header.frame_id == header for m in masks)   # outputs keep the source header
+    wait_until(lambda: child in {t.child_frame_id for m in rig.listener.get("/tf")[n_tf:] for t in m.transforms},
+               30, what=f"TF child {child!r}")
+    children = {t.child_frame_id for m in rig.listener.get("/tf")[n_tf:] for t in m.transforms}
+    assert header not in children and all(t.header.frame_id != t.child_frame_id
+                                          for m in rig.listener.get("/tf") for t in m.transforms)
+    wait_log(rig.log, f"frame_id {header!r} cannot be a TF camera frame")
+    rig.alive()
+
+
+def test_frame_and_model_settings_that_cannot_work_are_refused(rig, tmp_path):
+    (ok, reason), = set_params(rig.listener, "easi3r", odom_frame="")
+    assert not ok and "odom_frame must not be empty" in reason
+    (ok, reason), = set_params(rig.listener, "easi3r", checkpoint=str(tmp_path / "model.pth"))
+    assert not ok and "both set" in reason     # random_weights would have replaced it unseen
+    rig.alive()
+
+
+def test_a_parameter_change_does_not_wait_behind_the_backlog(rig):
+    """The backlog of frames no window has taken is dropped (counted) when the pipeline settings change,
+    instead of being worked off with the old settings first."""
+    frames = [scene(k, 48, 64) for k in range(30)]
+    results = []
+
+    def publish(img, stamp):
+        h, w = img.shape[:2]
+        rig.pub.publish(image_msg(h, w, "rgb8", img.tobytes(), stamp))
+        if len(results) == 0 and img is frames[-1]:
+            results.append(set_params(rig.listener, "easi3r", ga_iters=10))
+    rig.send_frames(frames, publish=publish)
+    assert results and results[0][0][0], results
+    assert "settings changed" in rig.diag()["dropped_by_reason"]
+    wait_log(rig.log, "settings changed")
+    wait_log(rig.log, "stream reset: model reload")
+    rig.alive()

@@ -40,7 +40,9 @@ def test_bag_player_node_listener(bag, tmp_path):
         standard_outputs(listener)
         params = dict(TINY, base_frame="base_link", odom_frame="odom")
         node = start_node(domain, params, tmp_path / "node.log", remaps={"image": "/cam/image_raw"})
-        wait_until(lambda: listener.node.count_publishers("/easi3r/dynamic_mask") >= 1, 30, what="node publishers")
+        # every topic the check below counts must be matched before the first frame (volatile QoS)
+        topics = PER_FRAME_TOPICS + ("/tf", "/easi3r/path", "/easi3r/window_stats", "/easi3r/static_cloud")
+        wait_until(lambda: all(listener.node.count_publishers(t) >= 1 for t in topics), 60, what="node publishers")
         player = start_player(domain, bag, tmp_path / "player.log", "--wait-for-subscribers", "1", "--rate", "3")
 
         def accounted():

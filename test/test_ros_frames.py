@@ -153,6 +153,22 @@ def test_frame_combinations():
     assert "scale_source" in check_all(dict(DEFAULTS, scale_source="imu"))
     assert "fixed_scale" in check_all(dict(DEFAULTS, fixed_scale=0.0))
     assert cross_check(dict(DEFAULTS, window_size=5, stride=4))[1]["stride"] == 4
+    # odom hangs every published pose: never empty (an empty name made a self-transform on /tf)
+    why, fallback = cross_check(dict(DEFAULTS, odom_frame=""))
+    assert "odom_frame must not be empty" in why and fallback == {"odom_frame": "odom"}
+    assert "both 'odom'" in check_all(dict(DEFAULTS, camera_frame="odom"))
+    # a checkpoint is never silently replaced by random weights
+    why, fallback = cross_check(dict(DEFAULTS, checkpoint="m.pth", random_weights="tiny-224-linear"))
+    assert "both set" in why and fallback == {"random_weights": ""}
+
+
+def test_header_frame_ids_become_tf_names():
+    from easi3r_ros.ros.frames import tf_frame_name
+    from easi3r_ros.ros.parameters import SPECS, check_value
+    for header, name in (("/cam", "cam"), ("my cam", "my_cam"), (" /a\tb ", "a_b"), ("cam_optical", "cam_optical"),
+                         ("", "")):
+        assert tf_frame_name(header) == name
+        assert name == "" or check_value(SPECS["camera_frame"], name) is None   # what a parameter accepts
 
 
 def test_map_to_odom_makes_map_to_base_the_estimate():
@@ -268,3 +284,18 @@ def test_invalid_start_up_combinations_fall_back_safely():
         node.destroy_node()
     finally:
         rclpy.try_shutdown(context=ctx)
+
+
+def test_tf_buffer_ignores_transforms_with_invalid_rotations():
+    from geometry_msgs.msg import Quaternion, TransformStamped
+    from tf2_msgs.msg import TFMessage
+    good = TransformStamped()
+    good.header.frame_id, good.child_frame_id = "odom", "base_link"
+    good.transform.rotation = Quaternion(x=0.0, y=0.0, z=0.0, w=1.0)
+    zero, nan = TransformStamped(), TransformStamped()
+    for t, q in ((zero, (0.0, 0.0, 0.0, 0.0)), (nan, (float("nan"), 0.0, 0.0, 1.0))):
+        t.header.frame_id, t.child_frame_id = "odom", "other"
+        t.transform.rotation = Quaternion(x=q[0], y=q[1], z=q[2], w=q[3])
+    buf = TfBuffer()
+    buf.add_message(TFMessage(transforms=[zero, nan, good]))
+    assert buf.invalid == 2 and buf.parent_of("base_link") == "odom" and buf.parent_of("other") is None

@@ -7,7 +7,7 @@ import pytest
 pytest.importorskip("rclpy", reason="rclpy not importable: run with the bootstrapped venv (make test)")
 
 from easi3r_ros.io.image_codec import ImageCodecError  # noqa: E402
-from easi3r_ros.pipeline.stream import optical_to_body  # noqa: E402
+from easi3r_ros.pipeline.world import optical_to_body  # noqa: E402
 from easi3r_ros.ros import conversions as conv  # noqa: E402
 from easi3r_ros.ros.diagnostics import ERROR, OK, WARN, summarize  # noqa: E402
 from easi3r_ros.ros.parameters import OPTICAL_IN_BODY, PARAMS, check_all  # noqa: E402
@@ -28,7 +28,7 @@ def test_quaternion_roundtrip_and_optical_frame():
 
 
 def test_odom_frames_rep103():
-    from easi3r_ros.ros.node import odom_T_world
+    from easi3r_ros.ros.settings import odom_T_world
     t = odom_T_world({"base_frame": ""})
     # the camera looks along +x of odom; image right is -y, image down is -z
     np.testing.assert_allclose(t[:3, :3] @ [0, 0, 1], [1, 0, 0])

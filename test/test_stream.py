@@ -1,13 +1,17 @@
 """The ROS-free streaming core: scheduling, publish once, drop policy, resets, chaining, the map."""
+import math
 import threading
 
 import numpy as np
 import pytest
 
-from easi3r_ros.pipeline.stream import (DROP_NO_MODEL, DROP_QUEUE, DROP_SHUTDOWN, DROP_TOO_FEW, DROP_WINDOW_FAILED,
-                                        StreamConfig, StreamConfigError, StreamProcessor, StreamSink,
-                                        VoxelMap, context_margin, estimate_chain_sim3,
-                                        optical_to_body, voxel_downsample)
+from easi3r_ros.align.chain import estimate_chain_sim3
+from easi3r_ros.pipeline.scheduler import (DROP_NO_MODEL, DROP_QUEUE, DROP_SETTINGS, DROP_SHUTDOWN, DROP_STALE,
+                                           DROP_TOO_FEW, DROP_WINDOW_FAILED, StreamConfig, StreamConfigError,
+                                           context_margin)
+from easi3r_ros.pipeline.stream import StreamProcessor, StreamSink
+from easi3r_ros.pipeline.voxel_map import VoxelMap, voxel_downsample
+from easi3r_ros.pipeline.world import optical_to_body
 from ros_testing import wait_until
 from stream_fakes import FakeRunner, frame, random_sim3, scene, true_pose
 
@@ -342,19 +346,24 @@ def test_voxel_downsample_and_map_cap():
 
 
 def test_reconfigure_and_reload_mid_stream():
-    first, second = FakeRunner(seed=1), FakeRunner(seed=2)
+    """A settings change takes effect once the window in progress ends: the old backlog is dropped
+    (counted, ``settings changed``) instead of being worked off with the old settings."""
+    gate = threading.Event()
+    first, second = FakeRunner(seed=1, gate=gate), FakeRunner(seed=2)
     proc, sink, _ = make(StreamConfig(window_size=4, stride=2, queue_limit=20), runner=first)
     feed(proc, range(7))
+    assert first.started.wait(10)                 # window 0..3 in progress, 4..6 waiting
     proc.reconfigure(StreamConfig(window_size=5, stride=3, queue_limit=20))
+    gate.set()
     feed(proc, range(7, 15))
     assert proc.wait_idle(20)
     proc.reload(lambda: second)
     feed(proc, range(15, 22))
     finish(proc)
-    assert sink.published == list(range(22))
+    assert sink.published == [0, 1, 2, 3] + list(range(7, 22))
+    assert sorted(sink.dropped) == [(4, DROP_SETTINGS), (5, DROP_SETTINGS), (6, DROP_SETTINGS)]
     assert proc.config.window_size == 5 and proc.stats.resets == 2
-    assert all(len(c) == 4 or c[0] >= 7 for c in first.calls)      # old settings for the old segment
-    assert all(len(c) <= 5 for c in first.calls if c[0] >= 7)
+    assert first.calls[0] == [0, 1, 2, 3] and all(c[0] >= 7 and len(c) <= 5 for c in first.calls[1:])
     assert second.calls and all(c[0] >= 15 for c in second.calls)  # the new runner only sees new frames
 
 
@@ -371,3 +380,139 @@ def test_non_finite_points_never_reach_the_cloud():
     assert all(np.isfinite(w.points).all() for w in sink.windows)
     p, _ = proc.map.snapshot()
     assert len(p) and np.isfinite(p).all()
+
+
+class _CancellableRunner(FakeRunner):
+    """A window that runs until released or until the stream asks it to stop (as WindowPipeline does)."""
+
+    def __init__(self, polls=True, **kw):
+        super().__init__(**kw)
+        if polls:
+            self.should_stop = lambda: False
+        self.release = threading.Event()
+
+    def run(self, frames, stamps_ns, frame_ids):
+        if len(self.calls) >= 1:            # the second window hangs
+            self.calls.append(list(frame_ids))
+            self.started.set()
+            while not self.release.wait(0.01):
+                if getattr(self, "should_stop", lambda: False)():
+                    raise RuntimeError("cancelled")
+        return super().run(frames, stamps_ns, frame_ids)
+
+
+@pytest.mark.parametrize("cancellable", [True, False])
+def test_close_mid_window_counts_every_frame_once(cancellable):
+    """close() during a window: one deadline in all, the window abandoned at its next check point, and
+    every frame published once or dropped once (``shutdown``); nothing reaches the sink afterwards."""
+    runner = _CancellableRunner(polls=cancellable)   # not polled: the worker outlives close()
+    proc, sink, _ = make(StreamConfig(window_size=4, stride=2, queue_limit=20), runner=runner)
+    feed(proc, range(9))
+    assert runner.started.wait(10)
+    ended = proc.close(flush=True, timeout=0.5)
+    assert ended is cancellable
+    n_pub, n_drop = len(sink.published), len(sink.dropped)
+    runner.release.set()                        # a worker that outlived close() finishes: ignored
+    if not cancellable:
+        proc._thread.join(10)
+    assert (len(sink.published), len(sink.dropped)) == (n_pub, n_drop)
+    seen = sink.published + [s for s, _ in sink.dropped]
+    assert sorted(seen) == list(range(9))       # once each
+    assert {r for _, r in sink.dropped} == {DROP_SHUTDOWN}
+    assert proc.stats.frames_published + proc.stats.frames_dropped == proc.stats.frames_in == 9
+
+
+def test_close_waits_for_flush_within_one_timeout():
+    """A flush that finishes in time publishes everything; the timeout is not spent twice."""
+    proc, sink, _ = make(StreamConfig(window_size=4, stride=2, queue_limit=20))
+    feed(proc, range(9))
+    assert proc.close(flush=True, timeout=10)
+    assert sink.published == list(range(9)) and not sink.dropped
+
+
+class _Clock:
+    def __init__(self):
+        self.t = 0.0
+
+    def __call__(self):
+        return self.t
+
+
+def test_max_frame_age_drops_backlog_but_not_frames_waiting_for_their_window():
+    clock = _Clock()
+    gate = threading.Event()
+    runner = FakeRunner(gate=gate)
+    sink = Recorder()
+    proc = StreamProcessor(StreamConfig(window_size=4, stride=2, queue_limit=40, max_frame_age=1.0),
+                           lambda: runner, sink, clock=clock).start()
+    feed(proc, range(4))                     # the first window starts at once and hangs on the gate
+    assert runner.started.wait(10)
+    for k in range(4, 14):                   # a backlog builds up, 0.1 s apart
+        clock.t += 0.1
+        feed(proc, [k])
+    clock.t += 5.0                           # the window took long: everything waiting is stale
+    gate.set()
+    assert proc.wait_idle(20)
+    stale = [s for s, r in sink.dropped if r == DROP_STALE]
+    # the oldest went; the last stride's worth of frames stayed to make the next window
+    assert stale == list(range(4, 12)) and runner.calls[1][-2:] == [12, 13]
+    clock.t += 30.0                          # a slow camera: frames only wait for their window to fill
+    feed(proc, [14])
+    clock.t += 30.0
+    feed(proc, [15])
+    assert proc.wait_idle(20)
+    assert [s for s, r in sink.dropped if r == DROP_STALE] == stale and runner.calls[-1][-2:] == [14, 15]
+    finish(proc)
+    assert sorted(sink.published + [s for s, _ in sink.dropped]) == list(range(16))
+    assert proc.stats.max_frame_age_s >= 5.0
+
+
+def _simulate_overload(cfg, period, window_s, n_frames):
+    """Discrete-event run of the scheduler on the caller's thread (``step``, no worker): a camera every
+    ``period`` s, windows taking ``window_s`` s each (the frames that arrive meanwhile are pushed while the
+    window runs). Returns the processor (its stats hold the worst arrival -> publication age)."""
+    clock = _Clock()
+    arrivals = iter(k * period for k in range(n_frames))
+    next_t = [next(arrivals)]
+
+    def arrive_until(t):
+        while next_t[0] is not None and next_t[0] <= t:
+            clock.t = next_t[0]
+            proc.push(frame(int(round(next_t[0] / period)), (12, 16)), int(next_t[0] * 1e9) + 1, "cam")
+            next_t[0] = next(arrivals, None)
+
+    class TimedRunner(FakeRunner):
+        def run(self, frames, stamps_ns, frame_ids):
+            done = clock.t + window_s
+            arrive_until(done)
+            clock.t = done
+            return super().run(frames, stamps_ns, frame_ids)
+    runner = TimedRunner()
+    proc = StreamProcessor(cfg, lambda: runner, Recorder(), clock=clock)
+    while next_t[0] is not None:
+        if not proc.step():          # nothing to do until the next frame
+            arrive_until(next_t[0])
+    return proc
+
+
+@pytest.mark.parametrize("max_age", [0.0, 2.0])
+@pytest.mark.parametrize("period", [0.1, 0.38])
+def test_worst_latency_under_overload_matches_the_documented_bound(max_age, period):
+    """A camera faster than the windows. A frame's arrival -> publication age stays within
+    min(Q frame periods, ceil(Q / S) windows) + 2 windows + (m + S) frame periods, where max_frame_age, when
+    set, replaces the first term if smaller. The worst case is a camera just faster than the windows
+    (0.38 s vs 0.4 s per new frame here): the queue fills slowly and each frame waits ceil(Q / S) windows."""
+    window_s = 0.8                              # windows of W=6, S=2 take 0.8 s: 2.5 new frames/s
+    cfg = StreamConfig(window_size=6, stride=2, queue_limit=16, max_frame_age=max_age)
+    proc = _simulate_overload(cfg, period, window_s, 1500)
+    st = proc.stats
+    m, s, q = cfg.margin, cfg.stride, cfg.queue_limit
+    context = (m + s) * period
+    queue_wait = min(q * period, math.ceil(q / s) * window_s)
+    bound = (min(max_age, queue_wait) if max_age else queue_wait) + 2 * window_s + context
+    assert st.frames_published > 100 and st.frames_dropped > 20
+    assert st.max_frame_age_s <= bound
+    if not max_age:   # the queue does fill: the bound is reached within a window
+        assert st.max_frame_age_s > bound - window_s - context
+    elif queue_wait > max_age:
+        assert st.dropped_by_reason.get(DROP_STALE, 0) > 0

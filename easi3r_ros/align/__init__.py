@@ -7,7 +7,7 @@ import importlib
 
 _EXPORTS = {
     "AlignmentResult": "global_alignment", "GlobalAligner": "global_alignment", "align_window": "global_alignment",
-    "frame_confidence": "global_alignment", "ChainLink": "sim3", "estimate_window_sim3": "sim3",
+    "frame_confidence": "global_alignment", "WarmStart": "global_alignment", "ChainLink": "sim3", "estimate_window_sim3": "sim3",
 }
 
 __all__ = list(_EXPORTS)

@@ -8,6 +8,17 @@ Loss = Σ_e Σ_pix log C_i^e·‖X_i − S_e(P_i^e)‖ / Σ_e HW + the same for 
 (+ optional weighted flow term, see :mod:`.flow`). Adam(betas 0.9, 0.9), lr linear from `lr` to
 `lr_min`, full batch. Everything is vectorised over edges and pixels.
 
+Warm start (streaming, not the reference). Consecutive windows of a stream share frames. With a
+:class:`WarmStart` (the previous window's converged poses and world points of the shared frames), the MST
+initialisation still places every frame, then the shared frames take the previous solution mapped into the
+new window's frame by the similarity that fits it onto their MST placement (rotation from orientations,
+scale from the median depth ratio, translation from the centres), the focal is the previous one, and the
+edge similarities and the scale normalisation are recomputed from those points as after the MST. With
+``patience`` > 0 the optimisation stops once its best loss has not improved by more than ``rel_tol``
+(relative) for ``patience`` iterations and keeps the best state (``niter`` is then a cap); ``warmup`` ramps
+the learning rate up over the first iterations, so that Adam's first steps do not kick the frames that start
+converged.
+
 Known intrinsics (fx, fy, cx, cy): the focal is not a variable and the principal point is (cx, cy). The
 pixel offsets are expressed in fx units, v' = (v − cy)·fx/fy, so one isotropic focal fx describes the
 camera exactly and every loss keeps its form; the flow's v component is rescaled the same way.
@@ -18,8 +29,8 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass, field
-from typing import Dict, List, Optional, Tuple, Union
+from dataclasses import dataclass, field, replace
+from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
@@ -30,6 +41,7 @@ from .geometry import (as_tensor, depth_to_cam_points, geotrf, intrinsics_matrix
                        pose_params_to_matrix)
 from .init import BASE_SCALE, InitParams, MSTResult, init_from_mst, mst_init
 from .loss import PairwiseLoss
+from .sim3 import apply_sim3_to_poses, estimate_window_sim3
 
 ArrayLike = Union[np.ndarray, torch.Tensor]
 FOCAL_BREAK = 20.0
@@ -51,12 +63,54 @@ class AlignmentResult:
     init_depths: np.ndarray        # (N, H, W)
     init_loss: float
     loss_curve: np.ndarray         # (niter, 2) float64: [loss before the step, lr]
-    final_loss: float              # loss_curve[-1, 0] (or init_loss when niter == 0)
+    final_loss: float              # loss_curve[-1, 0] (its minimum with an early stop; init_loss when niter == 0)
     flow_active: np.ndarray = field(default_factory=lambda: np.zeros(0, bool))  # (niter,) flow term used
     conf_clean: Optional[np.ndarray] = None  # (N, H, W) conf with occluding low-confidence pixels zeroed
     mst_tree_edges: List[Tuple[int, int]] = field(default_factory=list)
     mst_pnp_frames: List[int] = field(default_factory=list)
     timings: Dict[str, float] = field(default_factory=dict)
+    warm_frames: List[int] = field(default_factory=list)  # frames initialised from a previous solution
+    stopped_early: bool = False                            # the loss stopped improving before niter
+
+    @property
+    def iterations(self) -> int:
+        return len(self.loss_curve)
+
+
+@dataclass
+class WarmStart:
+    """A previous solution of some of this window's frames, in the previous window's world and unit.
+
+    ``frames``: their indices in this window; ``poses_c2w`` (K, 4, 4) camera-to-world; ``pts3d``
+    (K, H, W, 3) their world points; ``focal``: the previous shared focal (px; ignored with known
+    intrinsics)."""
+
+    frames: Sequence[int]
+    poses_c2w: np.ndarray
+    pts3d: np.ndarray
+    focal: Optional[float] = None
+
+
+def _cam_depths(poses_c2w: np.ndarray, pts3d: np.ndarray) -> np.ndarray:
+    """(K, H*W) z-depth of world points in their own cameras (float64)."""
+    pts = np.asarray(pts3d, np.float64).reshape(len(poses_c2w), -1, 3)
+    poses = np.asarray(poses_c2w, np.float64)
+    rel = pts - poses[:, None, :3, 3]
+    return np.einsum("kpi,ki->kp", rel, poses[:, :3, 2])
+
+
+def warm_similarity(anchor_poses: np.ndarray, anchor_pts: np.ndarray, prev_poses: np.ndarray,
+                    prev_pts: np.ndarray) -> np.ndarray:
+    """4x4 similarity S with S ∘ prev_pose_k ≈ anchor_pose_k: rotation from the orientations, scale from the
+    median ratio of the frames' depths (defined even when the camera stands still), translation from the
+    centres."""
+    a = _cam_depths(anchor_poses, anchor_pts)[:, ::3]
+    b = _cam_depths(prev_poses, prev_pts)[:, ::3]
+    ok = np.isfinite(a) & np.isfinite(b) & (a > 0) & (b > 0)
+    scale = float(np.median(a[ok] / b[ok])) if ok.sum() >= 16 else None
+    if scale is not None and not (math.isfinite(scale) and scale > 0):
+        scale = None
+    return estimate_window_sim3(anchor_poses, prev_poses, method="rotations", scale=scale).sim
 
 
 def frame_confidence(conf_i: torch.Tensor, conf_j: torch.Tensor, ei: torch.Tensor, ej: torch.Tensor,
@@ -75,10 +129,6 @@ def frame_confidence(conf_i: torch.Tensor, conf_j: torch.Tensor, ei: torch.Tenso
 
 def linear_lr(t: float, lr: float, lr_min: float) -> float:
     return (1.0 - t) * lr + t * lr_min
-
-
-def cosine_lr(t: float, lr: float, lr_min: float) -> float:
-    return lr_min + (lr - lr_min) * (1.0 + math.cos(t * math.pi)) / 2.0
 
 
 def _flow_config(flow, n_frames: int, device) -> Optional[FlowConfig]:
@@ -208,11 +258,13 @@ class GlobalAligner:
         return geotrf(self.poses(), cam)
 
     # ---------------------------------------------------------------- init
-    @torch.no_grad()
-    def init_mst(self, stale_focal: bool = True) -> InitParams:
-        mst = mst_init(self.pred_i, self.pred_j, self.conf_i, self.conf_j, self.edges, self.n_frames,
-                       self.conf, self.min_conf_thr, self.niter_pnp, stale_focal=stale_focal, known=self.known,
-                       conf_quantile=self.pnp_conf_quantile)
+    def _mst(self, stale_focal: bool):
+        return mst_init(self.pred_i, self.pred_j, self.conf_i, self.conf_j, self.edges, self.n_frames,
+                        self.conf, self.min_conf_thr, self.niter_pnp, stale_focal=stale_focal, known=self.known,
+                        conf_quantile=self.pnp_conf_quantile)
+
+    def _start_from(self, mst) -> InitParams:
+        """Set the optimised parameters from an initialisation."""
         params = init_from_mst(mst, self.pred_i, self.conf_i, self.edges)
         self.log_depths.copy_(params.log_depths)
         self.pose_params.copy_(params.pose_params)
@@ -221,6 +273,33 @@ class GlobalAligner:
             self.focal_param.fill_(FOCAL_BREAK * math.log(params.focal))
         self.mst = mst
         return params
+
+    @torch.no_grad()
+    def init_mst(self, stale_focal: bool = True) -> InitParams:
+        return self._start_from(self._mst(stale_focal))
+
+    @torch.no_grad()
+    def init_warm(self, warm: WarmStart, stale_focal: bool = True) -> InitParams:
+        """MST initialisation, then the frames of ``warm`` replaced by the previous solution (module doc)."""
+        mst = self._mst(stale_focal)
+        idx = [int(k) for k in warm.frames]
+        prev_poses = np.asarray(warm.poses_c2w, np.float64).reshape(len(idx), 4, 4)
+        prev_pts = np.asarray(warm.pts3d, np.float64).reshape(len(idx), -1, 3)
+        anchor_poses = mst.poses[idx].double().cpu().numpy()
+        anchor_pts = torch.stack([mst.pts3d[k].reshape(-1, 3) for k in idx]).double().cpu().numpy()
+        sim = warm_similarity(anchor_poses, anchor_pts, prev_poses, prev_pts)
+        moved_poses = apply_sim3_to_poses(sim, prev_poses)
+        moved_pts = prev_pts @ sim[:3, :3].T + sim[:3, 3]
+        pts3d = list(mst.pts3d)
+        poses = mst.poses.clone()
+        dtype, dev = mst.poses.dtype, mst.poses.device
+        for n, k in enumerate(idx):
+            pts3d[k] = torch.as_tensor(moved_pts[n], dtype=dtype, device=dev).reshape(mst.pts3d[k].shape)
+            poses[k] = torch.as_tensor(moved_poses[n], dtype=dtype, device=dev)
+        focals = list(mst.focals)
+        if self.known is None and warm.focal is not None and math.isfinite(warm.focal) and warm.focal > 0:
+            focals = [float(warm.focal)] * self.n_frames
+        return self._start_from(replace(mst, pts3d=pts3d, poses=poses, focals=focals))
 
     # ---------------------------------------------------------------- loss
     def flow_active(self, iteration: Optional[int], niter: int) -> bool:
@@ -275,20 +354,30 @@ class GlobalAligner:
 
     # ---------------------------------------------------------------- optimise
     def optimize(self, niter: int = 300, lr: float = 0.01, lr_min: float = 1e-3,
-                 schedule: str = "linear", callback=None) -> Tuple[np.ndarray, np.ndarray]:
+                 callback=None, patience: int = 0,
+                 rel_tol: float = 0.0, warmup: int = 0) -> Tuple[np.ndarray, np.ndarray]:
+        """``niter`` Adam steps. With ``patience`` > 0 it stops once the best loss has not improved by more
+        than ``rel_tol`` (relative) for ``patience`` steps, and the variables are left at the best state seen
+        (the curve ends where it stopped). Adam's first steps move every variable by about the learning rate,
+        so a warm start's loss can rise before it falls: the best state, not the last, is kept, and ``warmup``
+        > 0 ramps the learning rate up linearly over that many first steps (the early stop counts from there)."""
         # gradients are needed here even when the caller runs under torch.no_grad() (inference code does)
         with torch.enable_grad():
             params = self.parameters()
             for p in params:
                 p.requires_grad_(True)
             opt = torch.optim.Adam(params, lr=lr, betas=(0.9, 0.9))
-            sched = {"linear": linear_lr, "cosine": cosine_lr}[schedule]
+            sched = linear_lr
             curve = np.zeros((niter, 2), np.float64)
             used = np.zeros(niter, bool)
+            best, best_loss, since = None, math.inf, 0
             for it in range(niter):
                 cur_lr = sched(it / niter, lr, lr_min)
+                if it < warmup:
+                    cur_lr *= (it + 1) / warmup
                 for g in opt.param_groups:
                     g["lr"] = cur_lr
+                state = [p.detach().clone() for p in params] if patience > 0 else None
                 opt.zero_grad(set_to_none=True)
                 loss, used[it] = self.loss(it, niter)
                 loss.backward()
@@ -296,6 +385,18 @@ class GlobalAligner:
                 curve[it] = float(loss.detach()), cur_lr
                 if callback is not None:
                     callback(it, curve[it, 0])
+                if patience > 0:
+                    if curve[it, 0] < best_loss:   # the loss of `state`, the variables before this step
+                        if curve[it, 0] < best_loss - rel_tol * abs(best_loss):
+                            since = it
+                        best, best_loss = state, curve[it, 0]
+                    if it - max(since, warmup) >= patience:
+                        curve, used = curve[:it + 1], used[:it + 1]
+                        break
+            if best is not None:
+                with torch.no_grad():
+                    for p, b in zip(params, best):
+                        p.copy_(b)
         for p in params:
             p.requires_grad_(False)
         return curve, used
@@ -312,16 +413,22 @@ class GlobalAligner:
                        edge_poses=self.edge_poses().cpu().numpy())
         return out
 
-    def run(self, niter: int = 300, lr: float = 0.01, lr_min: float = 1e-3, schedule: str = "linear",
-            stale_focal: bool = True, clean: bool = True, callback=None) -> AlignmentResult:
-        """MST initialisation, `niter` Adam steps, outputs (and the cleaned confidence when `clean`)."""
+    def run(self, niter: int = 300, lr: float = 0.01, lr_min: float = 1e-3,
+            stale_focal: bool = True, clean: bool = True, callback=None, warm: Optional[WarmStart] = None,
+            patience: int = 0, rel_tol: float = 0.0, warmup: int = 0) -> AlignmentResult:
+        """MST initialisation (warm-started from ``warm`` when given), up to `niter` Adam steps (early stop:
+        see :meth:`optimize`), outputs (and the cleaned confidence when `clean`)."""
         t0 = time.perf_counter()
-        self.init_mst(stale_focal=stale_focal)
+        if warm is not None and len(warm.frames):
+            self.init_warm(warm, stale_focal=stale_focal)
+        else:
+            self.init_mst(stale_focal=stale_focal)
         with torch.no_grad():
             init_loss = float(self.loss(None, niter)[0])
         init = self.snapshot(points=False)
         t1 = time.perf_counter()
-        curve, used = self.optimize(niter, lr, lr_min, schedule, callback=callback)
+        curve, used = self.optimize(niter, lr, lr_min, callback=callback, patience=patience,
+                                    rel_tol=rel_tol, warmup=warmup)
         t2 = time.perf_counter()
         out = self.snapshot()
         n = self.n_frames
@@ -334,26 +441,31 @@ class GlobalAligner:
             intrinsics=self.intrinsics(), depths=out["depths"],
             conf=conf, pts3d=out["pts3d"], edge_poses=out["edge_poses"],
             init_poses_c2w=init["poses_c2w"], init_focal=init["focal"], init_depths=init["depths"],
-            init_loss=init_loss, loss_curve=curve, final_loss=float(curve[-1, 0]) if niter else init_loss,
+            init_loss=init_loss, loss_curve=curve,
+            final_loss=(float(curve[:, 0].min() if patience > 0 else curve[-1, 0])) if len(curve) else init_loss,
             flow_active=used, conf_clean=conf_clean, mst_tree_edges=list(self.mst.tree_edges),
             mst_pnp_frames=list(self.mst.pnp_frames),
+            warm_frames=[] if warm is None else [int(k) for k in warm.frames], stopped_early=len(curve) < niter,
             timings={"init_s": t1 - t0, "optimize_s": t2 - t1, "clean_s": t3 - t2})
 
 
 def align_window(pred1_pts: ArrayLike, pred1_conf: ArrayLike, pred2_pts: ArrayLike, pred2_conf: ArrayLike,
                  edges, n_frames: int, niter: int = 300, lr: float = 0.01, lr_min: float = 1e-3,
-                 flow: Optional[dict] = None, device="cpu", schedule: str = "linear",
+                 flow: Optional[dict] = None, device="cpu",
                  min_conf_thr: float = 2.5, niter_pnp: int = 10, clean: bool = True,
                  callback=None, intrinsics: Optional[Tuple[float, float, float, float]] = None,
-                 pnp_conf_quantile: Optional[float] = None) -> AlignmentResult:
+                 pnp_conf_quantile: Optional[float] = None, warm: Optional[WarmStart] = None,
+                 patience: int = 0, rel_tol: float = 0.0, warmup: int = 0) -> AlignmentResult:
     """MST initialisation + Adam optimisation of one window's pairwise pointmaps (spec §9).
 
     flow: None or a dict with `flow_ij`, `flow_ji` (E, 2, H, W), `static_masks` (N, H, W) bool (or
     `dynamic_masks`, negated), optional `weight` (0.01), `start_fraction` (0.1), `gate` (25).
     intrinsics: None (one shared focal is estimated, principal point at the centre) or the calibrated
-    (fx, fy, cx, cy) in network pixels, held fixed. pnp_conf_quantile: see WindowConfig.
+    (fx, fy, cx, cy) in network pixels, held fixed. pnp_conf_quantile: see WindowConfig. warm, patience,
+    rel_tol, warmup: warm start, early stop and learning-rate warm-up (see the module doc; not part of the reference, off by default).
     """
     aligner = GlobalAligner(pred1_pts, pred1_conf, pred2_pts, pred2_conf, edges, n_frames, flow=flow,
                             device=device, min_conf_thr=min_conf_thr, niter_pnp=niter_pnp, intrinsics=intrinsics,
                             pnp_conf_quantile=pnp_conf_quantile)
-    return aligner.run(niter=niter, lr=lr, lr_min=lr_min, schedule=schedule, clean=clean, callback=callback)
+    return aligner.run(niter=niter, lr=lr, lr_min=lr_min, clean=clean, callback=callback,
+                       warm=warm, patience=patience, rel_tol=rel_tol, warmup=warmup)

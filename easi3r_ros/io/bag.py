@@ -19,6 +19,7 @@ import numpy as np
 
 from .frames import Frame, InputError, _open_reader, bag_dir, default_typestore
 from .image_codec import ImageCodecError, array_to_fields
+from .stamps import split_ns
 
 PathLike = Union[str, os.PathLike]
 
@@ -45,7 +46,7 @@ def _storage_plugin(storage: str):
 
 def header_message(typestore, stamp_ns: int, frame_id: str):
     T = typestore.types
-    sec, nsec = divmod(int(stamp_ns), 1_000_000_000)
+    sec, nsec = split_ns(stamp_ns)
     return T["std_msgs/msg/Header"](stamp=T["builtin_interfaces/msg/Time"](sec=sec, nanosec=nsec), frame_id=frame_id)
 
 
@@ -85,7 +86,7 @@ def compressed_message(typestore, rgb: np.ndarray, stamp_ns: int, frame_id: str 
     if not ok:
         raise ImageCodecError("image encoding failed")
     T = typestore.types
-    sec, nsec = divmod(int(stamp_ns), 1_000_000_000)
+    sec, nsec = split_ns(stamp_ns)
     header = T["std_msgs/msg/Header"](stamp=T["builtin_interfaces/msg/Time"](sec=sec, nanosec=nsec), frame_id=frame_id)
     return T["sensor_msgs/msg/CompressedImage"](header=header, format="jpeg" if ext == ".jpg" else "png",
                                                 data=np.asarray(buf, dtype=np.uint8).reshape(-1))

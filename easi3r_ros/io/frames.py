@@ -23,6 +23,7 @@ from typing import Iterator, List, Optional, Sequence, Tuple, Union
 import numpy as np
 
 from .image_codec import ImageCodecError, decode_compressed, decode_rgb8
+from .stamps import stamp_to_ns
 
 PathLike = Union[str, os.PathLike]
 
@@ -215,7 +216,7 @@ def _stamp_ns(msg, fallback: int) -> int:
     st = getattr(getattr(msg, "header", None), "stamp", None)
     if st is None:
         return int(fallback)
-    ns = int(st.sec) * 1_000_000_000 + int(st.nanosec)
+    ns = stamp_to_ns(st)
     return ns if ns > 0 else int(fallback)
 
 

@@ -19,6 +19,8 @@ from typing import Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
+from .stamps import format_stamp, parse_stamp
+
 PathLike = Union[str, os.PathLike]
 
 PLY_DTYPE = np.dtype([("x", "<f4"), ("y", "<f4"), ("z", "<f4"), ("red", "u1"), ("green", "u1"), ("blue", "u1")])
@@ -123,14 +125,6 @@ class OverlayVideoWriter:
 
 # ------------------------------------------------------------------------------------------- trajectory
 
-def format_stamp(stamp_ns: int) -> str:
-    """Nanoseconds → seconds with exactly 9 decimals, exact (integer arithmetic, no float rounding)."""
-    ns = int(stamp_ns)
-    sign = "-" if ns < 0 else ""
-    ns = abs(ns)
-    return f"{sign}{ns // 1_000_000_000}.{ns % 1_000_000_000:09d}"
-
-
 def pose_to_tum_fields(c2w: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
     """(4, 4) camera-to-world → (t (3,), q (4,) = qx qy qz qw with qw ≥ 0)."""
     from scipy.spatial.transform import Rotation
@@ -167,11 +161,7 @@ def read_tum(path: PathLike) -> Tuple[np.ndarray, np.ndarray]:
         parts = s.split()
         if len(parts) != 8:
             raise ValueError(f"{path}:{ln}: expected 8 fields, got {len(parts)}")
-        sec, _, frac = parts[0].partition(".")
-        frac = (frac + "000000000")[:9]
-        neg = sec.startswith("-")
-        ns = abs(int(sec)) * 1_000_000_000 + int(frac)
-        stamps.append(-ns if neg else ns)
+        stamps.append(parse_stamp(parts[0]))
         v = np.array([float(x) for x in parts[1:]])
         m = np.eye(4)
         m[:3, :3] = Rotation.from_quat(v[3:]).as_matrix()

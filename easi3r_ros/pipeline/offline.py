@@ -25,7 +25,9 @@ from ..io.writers import (OverlayVideoWriter, write_depth, write_mask_png, write
                           write_tum)
 from .metric_scale import METRIC_STATES
 from .result import FrameResult
-from .stream import PublishedFrame, StreamConfig, StreamProcessor, StreamSink, WindowOutput, transform_points
+from .scheduler import StreamConfig
+from .stream import PublishedFrame, StreamProcessor, StreamSink, WindowOutput
+from .world import transform_points
 from .window import WindowPipeline
 
 RANDOM_WEIGHTS_WARNING = ("RANDOM WEIGHTS (smoke test): the network is untrained, so masks, poses and points "
@@ -192,9 +194,12 @@ def run_windows(pipeline: WindowPipeline, frames: List[Frame], config: StreamCon
     sides (see :mod:`.stream`). Returns (results, arrays, timings, windows, scale estimates per window).
     """
     sink = _Collector()
-    processor = StreamProcessor(config, runner_factory=lambda: pipeline, sink=sink, odometry=odometry).start()
+    # the stream's scheduler on this thread: no worker, every window runs in order
+    processor = StreamProcessor(config, runner_factory=lambda: pipeline, sink=sink, odometry=odometry)
     pushed = [processor.push(f.rgb, f.stamp_ns, frame_id=frame_name(f), camera=camera) for f in frames]
-    processor.close(flush=True)
+    processor.flush()
+    processor.run_until_idle()
+    processor.close(flush=False)
     if sink.dropped or processor.stats.last_error:
         raise RuntimeError(f"{len(sink.dropped)} frame(s) not processed ({processor.stats.last_error or sink.dropped[0]})")
     pubs = [sink.published[f.seq] for f in pushed]

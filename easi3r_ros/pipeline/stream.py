@@ -1,49 +1,15 @@
-"""Easi3R on a live frame stream, without ROS: buffering, window scheduling, a worker thread, the drop
-policy, publish-once bookkeeping and one chained trajectory.
+"""Easi3R on a live frame stream, without ROS: the window scheduler (:mod:`.scheduler`) run on one worker
+thread, the network runner, the trajectory in the world (:mod:`.world`), the static map
+(:mod:`.voxel_map`), and a :class:`StreamSink` that gets every result, drop and reset.
 
-Windows. Accepted frames wait in a bounded *pending* queue. The first window of a stream takes the
-first ``window_size`` (W) frames; every later window is the last ``W - stride`` frames of the previous
-window (the overlap) plus the next ``stride`` (S) pending frames. Each frame has a stable id (a
-node-wide counter), so :class:`~easi3r_ros.pipeline.window.WindowPipeline` encodes it once and decodes
-each ordered pair's pass 1 once, however many windows the frame belongs to.
+``StreamProcessor.push`` never blocks on the network. The worker (``start``) plans one job at a time (a
+window, a flush of held results, a drop, a segment reset) and runs it; :meth:`StreamProcessor.step` runs one
+job on the caller's thread instead, which is how the offline runner uses the same scheduler and chaining
+without a thread. Every accepted frame is published once or counted as dropped, with a reason.
 
-Publish once. A frame is published by the first window in which at least ``m = (W - S) // 2``
-frames follow it (:func:`context_margin`). In a steady-state window the published positions are
-``W - S - m .. W - m - 1``, and ``W - S - m >= m``, so every published frame has at least ``m``
-frames on both sides, except the leading frames of a stream, which the first window publishes with
-whatever left context it has (it publishes W - m frames; every later window S). Latency of a frame:
-the arrival of ``m`` to ``m + S - 1`` later frames (up to W - 1 for the first window's frames), then
-any queue wait, then the window's compute time.
-
-Stream end. :meth:`StreamProcessor.flush` (called by the node when no frame has arrived for a
-while, and at shutdown) publishes the trailing frames: results already computed without their right
-context are published as they are; frames that have not been in any window yet get a final window
-(the previous window's last frames plus them, W frames at most) and are published by it. A stream
-with fewer than 3 frames cannot form a window: those frames are counted as dropped.
-
-Drop policy. At most ``queue_limit`` frames wait in the pending queue. When a new frame would
-exceed it, the *oldest pending* frames are dropped (counted, reason ``queue full``) and never
-published: the node stays current instead of working through a backlog, latency stays bounded by
-about ``queue_limit`` frame periods plus one window, and the next window still overlaps the previous
-one, so chaining is unaffected (the window just spans a time gap). Frames of a window that fails are
-counted as dropped too (``window failed``), and frames arriving while no model is available are
-dropped at once (``no model``).
-
-Resets. A stamp earlier than the previous frame's (e.g. a bag played in a loop) or a change of
-resolution starts a new *segment*: the old segment is flushed first, then caches, trajectory and map
-are reset (the sink gets :meth:`StreamSink.on_reset`) and the new segment starts a new trajectory at
-the odometry origin.
-
-Trajectory. Window ``k``'s poses live in its own world frame with its own (free) scale. They are
-mapped onto the running trajectory by the similarity transform that best maps the overlap frames'
-poses of window ``k`` onto their poses from window ``k - 1`` (:func:`estimate_chain_sim3`): rotation
-from the overlap frames' orientations, scale from the ratio of their depth maps (robust even when the
-camera barely moves; camera centres are the fallback), translation from their camera centres. The
-first window fixes the frame (its first camera at the origin) and the scale. Nothing closes loops:
-per-window errors compose, so position error grows roughly like a random walk over windows and scale
-drifts multiplicatively; ``chain_residual`` (RMS of the overlap camera centres after alignment)
-reports each link's quality. When a failed window leaves no frame shared with the last solved one,
-the next window is attached at the last known pose with its own scale and counted as a chain break.
+Trajectory: see :mod:`easi3r_ros.align.chain` (Sim(3) on the overlap of consecutive windows) and
+:mod:`.world` (the world frame, metric scale). When a failed window leaves no frame shared with the last
+solved one, the next window is attached at the last known pose with its own scale (a chain break).
 """
 from __future__ import annotations
 
@@ -51,308 +17,27 @@ import logging
 import math
 import threading
 import time
-from collections import deque
-from dataclasses import dataclass, field, replace
-from typing import Any, Callable, Deque, Dict, List, Optional, Sequence, Tuple
+from dataclasses import dataclass, field
+from typing import Any, Callable, Dict, List, Optional
 
 import numpy as np
 
-from ..align.sim3 import ChainLink, apply_sim3_to_poses, estimate_window_sim3
+from ..align.sim3 import ChainLink
 from ..io.camera_model import CameraModel
-from .metric_scale import SCALE_SOURCES, ScaleEstimate, odometry_scale
+from .metric_scale import ScaleEstimate
 from .result import FrameResult, WindowResult
+from .scheduler import (DROP_NO_MODEL, DROP_QUEUE, DROP_SETTINGS, DROP_SHUTDOWN, DROP_WINDOW_FAILED, Job, StreamConfig,
+                        StreamConfigError, StreamFrame, WindowScheduler)
+from .voxel_map import VoxelMap, voxel_downsample
+from .world import WorldTrajectory, optical_to_body, transform_points
+
+__all__ = ["StreamConfig", "StreamConfigError", "StreamFrame", "PublishedFrame", "WindowOutput", "StreamSink",
+           "StreamStats", "StreamProcessor", "optical_to_body", "transform_points"]
 
 log = logging.getLogger(__name__)
 
-MIN_WINDOW = 3  # WindowPipeline needs two partners per frame
-
-# Drop reasons (keys of StreamStats.dropped_by_reason).
-DROP_QUEUE = "queue full"
-DROP_WINDOW_FAILED = "window failed"
-DROP_NO_MODEL = "no model"
-DROP_TOO_FEW = "too few frames for a window"
-DROP_SHUTDOWN = "shutdown"
-
-
-class StreamConfigError(ValueError):
-    """Invalid streaming settings; the message says which and why."""
-
-
-@dataclass(frozen=True)
-class StreamConfig:
-    window_size: int = 8        # frames per window (W)
-    stride: int = 4             # new frames per window (S)
-    queue_limit: int = 16       # pending frames before the oldest are dropped
-    cloud_voxel_size: float = 0.02   # voxel edge of the per-window cloud and the map (odometry units); 0: none
-    map_max_points: int = 1_000_000  # map voxels kept (least recently seen dropped first)
-    odom_T_world: Optional[Tuple[Tuple[float, ...], ...]] = None  # 4x4; None: optical -> REP 103 body axes
-    scale_source: str = "none"      # none | odometry | fixed (see pipeline.metric_scale)
-    fixed_scale: float = 1.0        # "fixed": metres per unit of the segment's first window
-    scale_min_motion: float = 0.05  # "odometry": metres two frames must be apart to measure the scale
-    scale_max_spread: float = 1.0   # "odometry": a window whose pair ratios spread more is not trusted
-
-    def validate(self) -> "StreamConfig":
-        w, s, q = self.window_size, self.stride, self.queue_limit
-        if not isinstance(w, int) or w < MIN_WINDOW:
-            raise StreamConfigError(f"window_size must be an integer >= {MIN_WINDOW} (got {w!r})")
-        if not isinstance(s, int) or not 1 <= s <= w - 2:
-            raise StreamConfigError(f"stride must be in [1, window_size - 2] = [1, {w - 2}] so that consecutive "
-                                    f"windows share at least 2 frames for chaining (got {s!r})")
-        if not isinstance(q, int) or q < w:
-            raise StreamConfigError(f"queue_limit must be >= window_size ({w}): the first window needs that many "
-                                    f"pending frames (got {q!r})")
-        if not (self.cloud_voxel_size >= 0 and math.isfinite(self.cloud_voxel_size)):
-            raise StreamConfigError(f"cloud_voxel_size must be finite and >= 0 (got {self.cloud_voxel_size!r})")
-        if self.map_max_points < 1:
-            raise StreamConfigError(f"map_max_points must be >= 1 (got {self.map_max_points!r})")
-        if self.odom_T_world is not None and np.asarray(self.odom_T_world, float).shape != (4, 4):
-            raise StreamConfigError("odom_T_world must be a 4x4 matrix")
-        if self.scale_source not in SCALE_SOURCES:
-            raise StreamConfigError(f"scale_source must be one of {', '.join(SCALE_SOURCES)} "
-                                    f"(got {self.scale_source!r})")
-        if not (self.fixed_scale > 0 and math.isfinite(self.fixed_scale)):
-            raise StreamConfigError(f"fixed_scale must be a finite number > 0 (got {self.fixed_scale!r})")
-        if not (self.scale_max_spread > 0 and math.isfinite(self.scale_max_spread)):
-            raise StreamConfigError(f"scale_max_spread must be a finite number > 0 (got {self.scale_max_spread!r})")
-        if not (self.scale_min_motion > 0 and math.isfinite(self.scale_min_motion)):
-            raise StreamConfigError(f"scale_min_motion must be a finite number > 0 metres "
-                                    f"(got {self.scale_min_motion!r})")
-        return self
-
-    @property
-    def margin(self) -> int:
-        return context_margin(self.window_size, self.stride)
-
-
-def context_margin(window_size: int, stride: int) -> int:
-    """Frames that must follow (and, except at a stream start, precede) a frame in the window that
-    publishes it: the largest m with every published position having m frames on both sides."""
-    return max(0, (window_size - stride) // 2)
-
-
-# ---------------------------------------------------------------------------------------------- geometry
-# REP 103: camera optical frame (x right, y down, z forward) -> body frame (x forward, y left, z up).
-R_BODY_OPTICAL = np.array([[0.0, 0.0, 1.0], [-1.0, 0.0, 0.0], [0.0, -1.0, 0.0]])
-
-
-def optical_to_body() -> np.ndarray:
-    """4x4 rotation taking optical-frame coordinates to REP 103 body coordinates."""
-    t = np.eye(4)
-    t[:3, :3] = R_BODY_OPTICAL
-    return t
-
-
-def transform_points(t: np.ndarray, pts: np.ndarray) -> np.ndarray:
-    pts = np.asarray(pts, np.float64).reshape(-1, 3)
-    return pts @ t[:3, :3].T + t[:3, 3]
-
-
-def _depth_ratio(anchor_depths: Sequence[np.ndarray], new_depths: Sequence[np.ndarray]) -> Optional[float]:
-    ratios = []
-    for a, b in zip(anchor_depths, new_depths):
-        if a is None or b is None or np.shape(a) != np.shape(b):
-            continue
-        a = np.asarray(a, np.float64)[::2, ::2].ravel()
-        b = np.asarray(b, np.float64)[::2, ::2].ravel()
-        ok = np.isfinite(a) & np.isfinite(b) & (a > 0) & (b > 0)
-        if ok.sum() >= 16:
-            ratios.append(a[ok] / b[ok])
-    if not ratios:
-        return None
-    s = float(np.median(np.concatenate(ratios)))
-    return s if math.isfinite(s) and s > 0 else None
-
-
-def estimate_chain_sim3(anchor_poses: Sequence[np.ndarray], new_poses: Sequence[np.ndarray],
-                        anchor_depths: Optional[Sequence[np.ndarray]] = None,
-                        new_depths: Optional[Sequence[np.ndarray]] = None,
-                        scale: Optional[float] = None) -> ChainLink:
-    """Similarity ``S`` with ``S ∘ new_pose_i ≈ anchor_pose_i`` over the overlap frames i.
-
-    Poses are camera-to-world 4x4 (rigid, each in its own world). With depth maps of the overlap
-    frames from both windows (anchor depths already in anchor units): rotation = chordal mean of
-    ``R_anchor R_newᵀ``, scale = median depth ratio, translation = mean of ``c_anchor - s R c_new`` —
-    well posed even when the camera stands still, where camera centres carry no scale. Without usable
-    depths: :func:`easi3r_ros.align.sim3.estimate_window_sim3` on the poses ("auto": Umeyama on the
-    centres when they spread, else rotations + least-squares scale). A given ``scale`` (e.g. measured by
-    odometry) is used as it is.
-    """
-    a = np.asarray(anchor_poses, np.float64).reshape(-1, 4, 4)
-    b = np.asarray(new_poses, np.float64).reshape(-1, 4, 4)
-    if scale is None and anchor_depths is not None and new_depths is not None:
-        scale = _depth_ratio(anchor_depths, new_depths)
-    return estimate_window_sim3(a, b, method="auto", scale=scale)
-
-
-def _scaled_translation(pose: np.ndarray, factor: float, about: Optional[np.ndarray] = None) -> np.ndarray:
-    out = np.array(pose, np.float64, copy=True)
-    about = np.zeros(3) if about is None else about
-    out[:3, 3] = about + factor * (out[:3, 3] - about)
-    return out
-
-
-class TrajectoryChainer:
-    """Keeps the latest chained pose (and depth, in chain units) of the last window's frames and attaches
-    each new window onto them. The chain frame is the segment's first camera's optical frame."""
-
-    def __init__(self):
-        self.reset()
-
-    def reset(self) -> None:
-        self._poses: Dict[Any, np.ndarray] = {}
-        self._depths: Dict[Any, Optional[np.ndarray]] = {}
-        self._last_key: Any = None
-        self.windows = 0
-
-    @property
-    def started(self) -> bool:
-        return self.windows > 0
-
-    def attach(self, keys: Sequence[Any], result: WindowResult,
-               scale: Optional[float] = None) -> Tuple[ChainLink, List[np.ndarray]]:
-        """Chain ``result`` (frames identified by ``keys``); returns the link and every frame's chained
-        camera-to-chain pose. ``scale``: chain units per window unit when known (metric scale), else the
-        first window sets the unit and later links take it from the overlap's depth ratio."""
-        poses = [np.asarray(f.cam_to_world, np.float64) for f in result.frames]
-        if not all(p.shape == (4, 4) and np.isfinite(p).all() for p in poses):
-            raise ValueError("the window's poses are not finite 4x4 matrices")  # state left untouched
-        depths = [getattr(f, "depth", None) for f in result.frames]
-        common = [i for i, k in enumerate(keys) if k in self._poses]
-        if not self.started:
-            # the first camera defines the frame (and, without a known scale, the unit)
-            s = 1.0 if scale is None else float(scale)
-            sim = np.linalg.inv(poses[0])
-            sim[:3, :] *= s
-            link = ChainLink(sim, s, 0.0, 0, method="first window")
-        elif common:
-            link = estimate_chain_sim3([self._poses[keys[i]] for i in common], [poses[i] for i in common],
-                                       [self._depths.get(keys[i]) for i in common], [depths[i] for i in common],
-                                       scale=scale)
-        else:
-            # No frame in common (the previous window failed): continue from the last known pose with the
-            # window's own scale; the trajectory has a visible break.
-            last = self._poses[self._last_key]
-            s = 1.0 if scale is None else float(scale)
-            sim = last @ np.diag([s, s, s, 1.0]) @ np.linalg.inv(poses[0])
-            link = ChainLink(sim, s, float("nan"), 0, method="break", broken=True)
-        chained = list(apply_sim3_to_poses(link.sim, np.stack(poses)))
-        if not (np.isfinite(link.sim).all() and all(np.isfinite(c).all() for c in chained)):
-            raise ValueError("chaining produced a non-finite transform")
-        self._poses = {k: p for k, p in zip(keys, chained)}
-        self._depths = {k: (None if d is None else np.asarray(d, np.float32) * np.float32(link.scale))
-                        for k, d in zip(keys, depths)}
-        self._last_key = keys[-1]
-        self.windows += 1
-        return link, chained
-
-    def rescale(self, factor: float, about: Optional[np.ndarray] = None) -> None:
-        """Change the chain's unit, about a point (default: the origin, the first camera): e.g. once metres
-        become known."""
-        about = np.zeros(3) if about is None else np.asarray(about, np.float64)
-        self._poses = {k: _scaled_translation(p, factor, about) for k, p in self._poses.items()}
-        self._depths = {k: None if d is None else d * np.float32(factor) for k, d in self._depths.items()}
-
-
-# ---------------------------------------------------------------------------------------------- clouds
-_KEY_BITS = 21
-_KEY_OFF = 1 << (_KEY_BITS - 1)
-
-
-def _voxel_keys(points: np.ndarray, voxel: float) -> np.ndarray:
-    q = np.floor(points / voxel).astype(np.int64) + _KEY_OFF
-    q = np.clip(q, 0, (1 << _KEY_BITS) - 1)  # far outliers share the border voxels instead of wrapping
-    return (q[:, 0] << (2 * _KEY_BITS)) | (q[:, 1] << _KEY_BITS) | q[:, 2]
-
-
-def voxel_downsample(points: np.ndarray, colors: np.ndarray, voxel: float) -> Tuple[np.ndarray, np.ndarray]:
-    """Centroid position and mean colour per occupied voxel (unchanged when ``voxel`` is 0)."""
-    points = np.asarray(points, np.float32).reshape(-1, 3)
-    colors = np.asarray(colors, np.uint8).reshape(-1, 3)
-    if voxel <= 0 or len(points) == 0:
-        return points, colors
-    keys = _voxel_keys(points, voxel)
-    _, inv, counts = np.unique(keys, return_inverse=True, return_counts=True)
-    n = len(counts)
-    p = np.zeros((n, 3)); c = np.zeros((n, 3))
-    for d in range(3):
-        p[:, d] = np.bincount(inv, points[:, d], n)
-        c[:, d] = np.bincount(inv, colors[:, d], n)
-    return (p / counts[:, None]).astype(np.float32), np.round(c / counts[:, None]).astype(np.uint8)
-
-
-class VoxelMap:
-    """Voxel-downsampled accumulation of static points (running centroid and colour per voxel), bounded
-    by ``max_points``: the voxels seen longest ago go first. Thread-safe."""
-
-    def __init__(self, voxel: float, max_points: int = 1_000_000):
-        self.voxel = float(voxel)
-        self.max_points = int(max_points)
-        self._lock = threading.Lock()
-        self.clear()
-
-    def clear(self) -> None:
-        with self._lock:
-            self._keys = np.zeros(0, np.int64)
-            self._sum = np.zeros((0, 3)); self._col = np.zeros((0, 3)); self._n = np.zeros(0)
-            self._seen = np.zeros(0, np.int64)
-            self._tick = 0
-            self.version = 0
-
-    def __len__(self) -> int:
-        return len(self._keys)
-
-    def add(self, points: np.ndarray, colors: np.ndarray) -> None:
-        points = np.asarray(points, np.float64).reshape(-1, 3)
-        colors = np.asarray(colors, np.float64).reshape(-1, 3)
-        ok = np.isfinite(points).all(1)
-        points, colors = points[ok], colors[ok]
-        if not len(points):
-            return
-        # without a voxel size, every point is its own voxel (an unbounded map would still be capped)
-        voxel = self.voxel if self.voxel > 0 else 1e-6
-        with self._lock:
-            self._tick += 1
-            keys = np.concatenate([self._keys, _voxel_keys(points, voxel)])
-            uniq, inv = np.unique(keys, return_inverse=True)
-            m = len(uniq)
-            s = np.zeros((m, 3)); c = np.zeros((m, 3))
-            allp = np.concatenate([self._sum, points]); allc = np.concatenate([self._col, colors])
-            n = np.bincount(inv, np.concatenate([self._n, np.ones(len(points))]), m)
-            for d in range(3):
-                s[:, d] = np.bincount(inv, allp[:, d], m)
-                c[:, d] = np.bincount(inv, allc[:, d], m)
-            seen = np.zeros(m, np.int64)
-            np.maximum.at(seen, inv, np.concatenate([self._seen, np.full(len(points), self._tick)]))
-            if m > self.max_points:
-                keep = np.sort(np.argsort(-seen, kind="stable")[:self.max_points])
-                uniq, s, c, n, seen = uniq[keep], s[keep], c[keep], n[keep], seen[keep]
-            self._keys, self._sum, self._col, self._n, self._seen = uniq, s, c, n, seen
-            self.version += 1
-
-    def snapshot(self) -> Tuple[np.ndarray, np.ndarray]:
-        """(points float32 (K, 3), colours uint8 (K, 3)): the voxel centroids."""
-        with self._lock:
-            if not len(self._keys):
-                return np.zeros((0, 3), np.float32), np.zeros((0, 3), np.uint8)
-            n = self._n[:, None]
-            return (self._sum / n).astype(np.float32), np.round(self._col / n).clip(0, 255).astype(np.uint8)
-
-
-# ---------------------------------------------------------------------------------------------- stream
-@dataclass
-class StreamFrame:
-    """An accepted input frame. ``seq`` is the node-wide frame counter (the pipeline's cache id);
-    ``header`` is whatever the caller wants back at publication (the source message's header)."""
-
-    seq: int
-    rgb: np.ndarray
-    stamp_ns: int
-    frame_id: str = ""
-    header: Any = None
-    arrival: float = 0.0
-    segment: int = 0
-    published: bool = False
-    camera: Optional[CameraModel] = None   # the calibration the frame came with (None: estimate intrinsics)
+# At close, this much of the timeout is kept for the window in progress to stop at its next check point.
+CANCEL_GRACE_S = 2.0
 
 
 @dataclass
@@ -382,7 +67,7 @@ class WindowOutput:
     frames: List[StreamFrame]              # the window's frames, oldest first
     published: List[PublishedFrame]        # frames published now, oldest first
     result: Optional[WindowResult]         # None for a flush of results computed earlier
-    points: np.ndarray                     # (N, 3) float32 new static points in odom (published frames)
+    points: np.ndarray                     # (N, 3) float32 new static points in the world (published frames)
     colors: np.ndarray                     # (N, 3) uint8
     link: ChainLink
     latency_s: float                       # arrival of the window's last frame -> results ready
@@ -421,6 +106,7 @@ class StreamStats:
     last_latency_s: float = float("nan")
     mean_latency_s: float = float("nan")
     max_latency_s: float = float("nan")
+    max_frame_age_s: float = float("nan")  # worst arrival -> publication of any published frame
     last_window_s: float = float("nan")
     last_chain_scale: float = float("nan")
     last_chain_residual: float = float("nan")
@@ -444,16 +130,9 @@ class StreamStats:
 Runner = Any  # an object with run(frames, stamps_ns, frame_ids) -> WindowResult and reset(); e.g. WindowPipeline
 
 
-@dataclass
-class _Job:
-    kind: str                       # "window", "held", "drop", "reset"
-    frames: List[StreamFrame] = field(default_factory=list)
-    final: bool = False
-    reason: str = ""
-
-
 class StreamProcessor:
-    """Buffers frames, runs windows on one worker thread and hands results to a :class:`StreamSink`.
+    """Buffers frames, runs windows (on a worker thread after :meth:`start`, or on the caller's with
+    :meth:`step`) and hands results to a :class:`StreamSink`.
 
     ``runner_factory`` builds the runner (loads the network) on the worker thread, so a slow or failing
     load never blocks the caller; a failure leaves the processor in state ``error`` (frames are then
@@ -466,40 +145,28 @@ class StreamProcessor:
         """``odometry(stamp_ns)``: the camera optical frame's pose in the robot's odometry frame at that
         stamp (4x4, metres) or None; called on the worker thread, a few frames after the image arrived.
         With it the world is the map frame, anchored at the first frame's odometry pose."""
-        self.config = config.validate()
+        self.scheduler = WindowScheduler(config, clock)
         self.odometry = odometry
         self._factory = runner_factory
         self.sink = sink or StreamSink()
         self.clock = clock
         self._cv = threading.Condition()
-        self._pending: Deque[StreamFrame] = deque()
-        self._ctx: List[StreamFrame] = []
-        self._ctx_segment = 0
-        self._held: Dict[int, PublishedFrame] = {}  # results of the last window waiting for right context
-        self._segment = 0
-        self._segment_reason: Dict[int, str] = {}
-        self._last_size: Optional[Tuple[int, int]] = None
-        self._last_stamp: Optional[int] = None
-        self._seq = 0
-        self._flush = False
         self._reload = True
-        self._pending_config: Optional[StreamConfig] = None
         self._stop = False
+        self._closed = False              # close() has accounted for every frame: nothing is handed out later
+        self._cancel = threading.Event()  # polled by the runner (WindowPipeline.should_stop)
+        self._job: Optional[Job] = None   # the job being run
         self._window_id = 0
         self._latency_sum = 0.0
         self.stats = StreamStats()
         self.runner: Optional[Runner] = None
-        self.chainer = TrajectoryChainer()
+        self.world = WorldTrajectory(config, odometry=odometry is not None)
         self.map = VoxelMap(config.cloud_voxel_size, config.map_max_points)
-        self._world_T_chain = self._odom_of(config)
-        self._anchored = False           # the world has been placed on the robot's odometry
-        self._anchor_point = np.zeros(3)  # chain coordinates of the camera the world was placed by
-        self._metric = False             # the chain's unit is metres (a scale was observed or fixed)
         self._thread: Optional[threading.Thread] = None
 
-    @staticmethod
-    def _odom_of(config: StreamConfig) -> np.ndarray:
-        return optical_to_body() if config.odom_T_world is None else np.asarray(config.odom_T_world, np.float64)
+    @property
+    def config(self) -> StreamConfig:
+        return self.scheduler.config
 
     # ------------------------------------------------------------------ lifecycle
     def start(self) -> "StreamProcessor":
@@ -509,26 +176,34 @@ class StreamProcessor:
         return self
 
     def close(self, flush: bool = True, timeout: Optional[float] = None) -> bool:
-        """Stop the worker; with ``flush``, publish trailing frames first (waits up to ``timeout`` s).
-        Frames still unpublished afterwards are counted as dropped (``shutdown``). True when the worker
-        ended in time."""
-        if flush and self._thread is not None and self.stats.state == "ready":
+        """Stop within ``timeout`` s in all. With ``flush``, trailing frames are published first, as far as
+        the time allows (``CANCEL_GRACE_S`` of it is kept back); then the window in progress is abandoned at
+        its next check point. Every frame not published by then is counted as dropped (``shutdown``) and
+        nothing is handed to the sink afterwards. True when the worker ended in time."""
+        end = None if timeout is None else time.monotonic() + max(0.0, timeout)
+
+        def left(reserve: float = 0.0) -> Optional[float]:
+            return None if end is None else max(0.0, end - time.monotonic() - reserve)
+        if flush and self.stats.state == "ready":
             self.flush()
-            self.wait_idle(timeout)
+            if self._thread is not None:
+                self.wait_idle(left(min(CANCEL_GRACE_S, (timeout or 0.0) / 2)))
+            else:
+                self.run_until_idle()
         with self._cv:
             self._stop = True
+            running = list(self._job.frames) if self._job is not None else []  # taken off the queue already
             self._cv.notify_all()
+        self._cancel.set()
         ok = True
         if self._thread is not None:
-            self._thread.join(timeout)
+            self._thread.join(left())
             ok = not self._thread.is_alive()
         with self._cv:
-            left = list(self._pending) + [f for f in self._ctx if not f.published]
-            self._pending.clear()
-            self._held.clear()
-            for f in self._ctx:
-                f.published = True
-        self._count_dropped(left, DROP_SHUTDOWN)
+            self._closed = True
+            leftovers = self.scheduler.leftovers(running)
+            self.stats.queue_depth = 0
+        self._count_dropped(leftovers, DROP_SHUTDOWN)
         return ok
 
     def wait_idle(self, timeout: Optional[float] = None) -> bool:
@@ -550,31 +225,13 @@ class StreamProcessor:
         if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
             raise ValueError(f"frames must be (H, W, 3) uint8 RGB, got {rgb.dtype} {rgb.shape}")
         dropped: List[StreamFrame] = []
-        no_model = False
-        reset_reason = None
         with self._cv:
-            size = rgb.shape[:2]
-            if self._last_size is not None and size != self._last_size:
-                reset_reason = (f"resolution changed from {self._last_size[1]}x{self._last_size[0]} "
-                                f"to {size[1]}x{size[0]}")
-            elif self._last_stamp is not None and int(stamp_ns) < self._last_stamp:
-                reset_reason = (f"time went backwards by {(self._last_stamp - int(stamp_ns)) / 1e9:.3f} s "
-                                "(bag loop or clock reset)")
-            if reset_reason:
-                self._new_segment(reset_reason)
-            self._last_size, self._last_stamp = size, int(stamp_ns)
-            frame = StreamFrame(self._seq, rgb, int(stamp_ns), frame_id, header, self.clock(), self._segment,
-                                camera=camera)
-            self._seq += 1
+            frame, reset_reason = self.scheduler.accept(rgb, stamp_ns, frame_id, header, camera)
             self.stats.frames_in += 1
-            if self.stats.state == "error" and not self._reload:
-                no_model = True
-            else:
-                self._pending.append(frame)
-                limit = self.config.queue_limit
-                while len(self._pending) > limit:
-                    dropped.append(self._pending.popleft())
-                self.stats.queue_depth = len(self._pending)
+            no_model = self.stats.state == "error" and not self._reload
+            if not no_model:
+                dropped = self.scheduler.enqueue(frame)
+                self.stats.queue_depth = len(self.scheduler.pending)
                 self._cv.notify_all()
         if reset_reason:
             log.debug("stream reset: %s", reset_reason)  # the sink reports it when the reset takes effect
@@ -585,40 +242,38 @@ class StreamProcessor:
         return frame
 
     def flush(self) -> None:
-        """Publish trailing frames now (see the module notes); the trajectory continues afterwards."""
+        """Publish trailing frames now (see :mod:`.scheduler`); the trajectory continues afterwards."""
         with self._cv:
-            self._flush = True
+            self.scheduler.flush_requested = True
             self._cv.notify_all()
 
     def reset(self, reason: str) -> None:
         """Start a new segment (trajectory, map and caches reset) after flushing the current one."""
         with self._cv:
-            self._new_segment(reason)
-            self._last_size = self._last_stamp = None
+            self.scheduler.restart(reason)
             self._cv.notify_all()
         log.debug("stream reset requested: %s", reason)
 
     def reload(self, runner_factory: Optional[Callable[[], Runner]] = None) -> None:
-        """Rebuild the runner (e.g. new checkpoint or pipeline settings) on the worker, after the current
-        segment is flushed; the stream restarts from a new segment."""
+        """Rebuild the runner (e.g. new checkpoint or pipeline settings) once the window in progress ends;
+        results waiting for context are published, the backlog no window has taken is dropped (``settings
+        changed``), and the stream restarts from a new segment."""
         with self._cv:
             if runner_factory is not None:
                 self._factory = runner_factory
             self._reload = True
-            self._new_segment("model reload")
+            backlog = self.scheduler.change_settings("model reload")
+            self.stats.queue_depth = len(self.scheduler.pending)
             self._cv.notify_all()
+        self._count_dropped(backlog, DROP_SETTINGS)
 
     def reconfigure(self, config: StreamConfig) -> None:
-        """New window/queue settings, applied at a segment boundary (the current segment is flushed)."""
-        config.validate()
+        """New window/queue settings, applied once the window in progress ends (like :meth:`reload`)."""
         with self._cv:
-            self._pending_config = config
-            self._new_segment("stream settings changed")
+            backlog = self.scheduler.change_settings("stream settings changed", config)
+            self.stats.queue_depth = len(self.scheduler.pending)
             self._cv.notify_all()
-
-    def _new_segment(self, reason: str) -> None:
-        self._segment += 1
-        self._segment_reason[self._segment] = reason
+        self._count_dropped(backlog, DROP_SETTINGS)
 
     # ------------------------------------------------------------------ bookkeeping
     def _count_dropped(self, frames: List[StreamFrame], reason: str) -> None:
@@ -644,76 +299,78 @@ class StreamProcessor:
         self._notify("on_state", state, message)
 
     def _has_work(self) -> bool:
-        return self._plan(peek=True) is not None or (self._reload and not self._stop)
+        return self.scheduler.plan(peek=True) is not None or (self._reload and not self._stop)
 
-    # ------------------------------------------------------------------ planning (under the lock)
-    def _plan(self, peek: bool = False) -> Optional[_Job]:
-        cfg = self.config
-        w, s = cfg.window_size, cfg.stride
-        seg = self._ctx_segment
-        same = []
-        for f in self._pending:
-            if f.segment != seg:
-                break
-            same.append(f)
-        closing = self._segment > seg
-        flushing = closing or self._flush
-        job = None
-        if not self._ctx:
-            if len(same) >= w:
-                job = _Job("window", same[:w])
-            elif flushing and len(same) >= MIN_WINDOW:
-                job = _Job("window", same, final=True)
-            elif flushing and same:
-                job = _Job("drop", same, reason=DROP_TOO_FEW)
-        else:
-            overlap = self._ctx[-(w - s):]
-            if len(same) >= s:
-                job = _Job("window", overlap + same[:s])
-            elif flushing and same:
-                job = _Job("window", self._ctx[-(w - len(same)):] + same, final=True)
-            elif flushing and self._held:
-                job = _Job("held", final=True)
-        if job is None and closing:
-            job = _Job("reset", reason=self._segment_reason.get(seg + 1, "reset"))
-        if job is None and self._flush and not peek:
-            self._flush = False  # nothing left to flush
-        if job is not None and not peek:
-            taken = {f.seq for f in job.frames}
-            while self._pending and self._pending[0].seq in taken:
-                self._pending.popleft()
-            self.stats.queue_depth = len(self._pending)
+    # ------------------------------------------------------------------ running jobs
+    def _next(self) -> Optional[Job]:
+        """(under the lock) The next job; a reload is the job None, returned as ("reload",)."""
+        sch = self.scheduler
+        # a new runner takes over once the segment it was requested in has been flushed
+        if self._reload and (sch.ctx_segment == sch.segment or self.runner is None):
+            self._reload = False
+            return Job("reload")
+        job = sch.plan()
+        if job is not None:
+            self.stats.queue_depth = len(sch.pending)
         return job
 
-    # ------------------------------------------------------------------ the worker
+    def step(self) -> bool:
+        """Run one job on the caller's thread; False when there is nothing to do (without a worker thread:
+        the offline runner)."""
+        with self._cv:
+            if self._stop:
+                return False
+            job = self._next()
+            if job is None:
+                return False
+            self.stats.busy = True
+            self._job = job
+        self._run(job)
+        return True
+
+    def run_until_idle(self) -> None:
+        while self.step():
+            pass
+
     def _loop(self) -> None:
         while True:
             with self._cv:
                 while True:
                     if self._stop:
                         return
-                    # a new runner takes over once the segment it was requested in has been flushed
-                    if self._reload and (self._ctx_segment == self._segment or self.runner is None):
-                        self._reload, job = False, None
-                        break
-                    job = self._plan()
+                    job = self._next()
                     if job is not None:
                         break
                     self._cv.wait(0.5)
                 self.stats.busy = True
-            try:
-                if job is None:
-                    self._do_reload()
-                else:
-                    self._run_job(job)
-            except Exception as exc:  # keep the worker alive whatever happens
-                log.exception("stream worker error")
+                self._job = job
+            self._run(job)
+
+    def _run(self, job: Job) -> None:
+        try:
+            if job.kind == "reload":
+                self._do_reload()
+            elif job.kind == "drop":
+                self._count_dropped(job.frames, job.reason)
+            elif job.kind == "reset":
+                self._do_reset(job.reason)
+            elif job.kind == "held":
                 with self._cv:
-                    self.stats.last_error = f"{type(exc).__name__}: {exc}"
-            finally:
-                with self._cv:
-                    self.stats.busy = False
-                    self._cv.notify_all()
+                    pubs, frames = self.scheduler.take_held()
+                self._emit(frames, pubs, None, None, final=True)
+            elif self.runner is None:
+                self._count_dropped([f for f in job.frames if not f.published], DROP_NO_MODEL)
+            else:
+                self._run_window(job)
+        except Exception as exc:  # keep the worker alive whatever happens
+            log.exception("stream worker error")
+            with self._cv:
+                self.stats.last_error = f"{type(exc).__name__}: {exc}"
+        finally:
+            with self._cv:
+                self.stats.busy = False
+                self._job = None
+                self._cv.notify_all()
 
     def _do_reload(self) -> None:
         self._set_state("loading", "loading the network")
@@ -725,60 +382,31 @@ class StreamProcessor:
             log.debug("network load failed: %s", msg)  # reported through sink.on_state
             self._set_state("error", msg)
             with self._cv:
-                dropped = list(self._pending)
-                self._pending.clear()
+                dropped = list(self.scheduler.pending)
+                self.scheduler.pending.clear()
                 self.stats.queue_depth = 0
             self._count_dropped(dropped, DROP_NO_MODEL)
             return
+        if hasattr(runner, "should_stop"):
+            runner.should_stop = self._cancel.is_set
         self.runner = runner
         self._set_state("ready", "network loaded")
 
-    def _run_job(self, job: _Job) -> None:
-        if job.kind == "drop":
-            self._count_dropped(job.frames, job.reason)
-        elif job.kind == "reset":
-            self._do_reset(job.reason)
-        elif job.kind == "held":
-            self._publish_held()
-        elif self.runner is None:
-            self._count_dropped([f for f in job.frames if not f.published], DROP_NO_MODEL)
-        else:
-            self._run_window(job)
-
     def _do_reset(self, reason: str) -> None:
         with self._cv:
-            self._ctx = []
-            self._held = {}
-            nxt = self._pending[0].segment if self._pending else self._segment
-            self._ctx_segment = max(self._ctx_segment + 1, min(nxt, self._segment))
-            if self._pending_config is not None:
-                new, self._pending_config = self._pending_config, None
-                self.config = new
+            new = self.scheduler.start_segment()
+            if new is not None:
                 self.map.voxel, self.map.max_points = new.cloud_voxel_size, new.map_max_points
-            self._world_T_chain = self._odom_of(self.config)
-            self._anchored = self._metric = False
-            self._anchor_point = np.zeros(3)
+            self.world.reset(self.config)
             self.stats.resets += 1
         if self.runner is not None and hasattr(self.runner, "reset"):
             self.runner.reset()
-        self.chainer.reset()
         self.map.clear()
         self._notify("on_reset", reason)
 
-    def _publish_held(self) -> None:
-        with self._cv:
-            pubs = sorted(self._held.values(), key=lambda p: p.frame.seq)
-            self._held = {}
-            frames = list(self._ctx)
-        self._emit(frames, pubs, None, None, final=True)
-
-    def _run_window(self, job: _Job) -> None:
+    def _run_window(self, job: Job) -> None:
         frames = job.frames
-        m = self.config.margin
-        n = len(frames)
-
-        def publishable(i: int) -> bool:   # context on the right, or the segment ends here
-            return job.final or n - 1 - i >= m
+        n, m = len(frames), self.config.margin
         t0 = time.perf_counter()
         try:
             cameras = [f.camera for f in frames if f.camera is not None]
@@ -788,42 +416,36 @@ class StreamProcessor:
             if len(result.frames) != n:
                 raise RuntimeError(f"the pipeline returned {len(result.frames)} results for {n} frames")
             elapsed = time.perf_counter() - t0
-            odom = self._odometry_poses(frames)
-            scale = self._window_scale(result, odom)
-            link, chained = self._attach(frames, result, scale)
-            self._anchor(chained, odom)
+            placed = self.world.place([f.seq for f in frames], result, self._odometry_poses(frames))
         except Exception as exc:
+            if self._cancel.is_set():   # abandoned at shutdown: close() counts its frames
+                log.info("window over frames %d..%d abandoned at shutdown", frames[0].seq, frames[-1].seq)
+                return
             msg = f"window over frames {frames[0].seq}..{frames[-1].seq} failed: {type(exc).__name__}: {exc}"
             log.error(msg)
             with self._cv:
                 self.stats.windows_failed += 1
                 self.stats.last_error = msg
-                self._ctx = frames
-                self._held = {}
-                lost = [f for i, f in enumerate(frames) if not f.published and publishable(i)]
-                for f in lost:
-                    f.published = True  # accounted for (as dropped): never published later
+                lost = self.scheduler.failed(job)
             self._count_dropped(lost, DROP_WINDOW_FAILED)
             return
-        if scale.state != "observed" and self._metric:  # the overlap's depth ratio carried the metres here
-            scale = ScaleEstimate(link.scale, scale.spread, scale.source,
-                                  "fixed" if scale.source == "fixed" else "held", scale.pairs)
-        to_world = self._world_T_chain @ link.sim
+        if placed.rescaled:
+            self.map.clear()   # its points are in the old unit
         with self._cv:
             wid = self._window_id
             self._window_id += 1
         pubs, held = [], {}
-        for i, (f, r, pose) in enumerate(zip(frames, result.frames, chained)):
+        for i, (f, r, pose) in enumerate(zip(frames, result.frames, placed.world_T_cam)):
             if f.published:
                 continue
-            p = PublishedFrame(f, r, self._world_T_chain @ pose, i, wid, to_world)
-            if publishable(i):
+            p = PublishedFrame(f, r, pose, i, wid, placed.to_world)
+            if job.publishable(i, m):
                 pubs.append(p)
             else:
                 held[f.seq] = p
+        link, scale = placed.link, placed.scale
         with self._cv:
-            self._ctx = frames
-            self._held = held
+            self.scheduler.solved(job, held)
             self.stats.windows_ok += 1
             self.stats.last_window_s = elapsed
             self.stats.last_chain_scale, self.stats.last_chain_residual = link.scale, link.residual
@@ -833,7 +455,6 @@ class StreamProcessor:
                 self.stats.chain_breaks += 1
         self._emit(frames, pubs, result, link, final=job.final, window_id=wid, scale=scale)
 
-    # ------------------------------------------------------------------ metric scale and the world frame
     def _odometry_poses(self, frames: List[StreamFrame]) -> List[Optional[np.ndarray]]:
         if self.odometry is None:
             return [None] * len(frames)
@@ -854,58 +475,6 @@ class StreamProcessor:
                 self.stats.odometry_missing += missing
         return poses
 
-    def _window_scale(self, result: WindowResult, odom: List[Optional[np.ndarray]]) -> ScaleEstimate:
-        """This window's metres per window unit, as far as it is known."""
-        source = self.config.scale_source
-        if source == "fixed":
-            if self.chainer.started:  # later windows inherit the unit through the depth-ratio links
-                return ScaleEstimate(float("nan"), float("nan"), "fixed", "fixed", 0)
-            return ScaleEstimate(self.config.fixed_scale, 0.0, "fixed", "fixed", 0)
-        if source == "odometry":
-            est = odometry_scale([f.cam_to_world for f in result.frames], odom, self.config.scale_min_motion)
-            if est is not None and est.spread <= self.config.scale_max_spread:
-                return est
-            if est is not None:  # the window's own motion is too inconsistent to give metres: not used
-                return ScaleEstimate(spread=est.spread, source=source, pairs=est.pairs)
-        return ScaleEstimate(source=source)
-
-    def _attach(self, frames: List[StreamFrame], result: WindowResult, scale: ScaleEstimate):
-        """Chain the window, in metres from the first window whose scale is known."""
-        keys = [f.seq for f in frames]
-        known = math.isfinite(scale.value) and scale.state in ("observed", "fixed")
-        if not known or self._metric or not self.chainer.started:
-            link, chained = self.chainer.attach(keys, result, scale=scale.value if known else None)
-            self._metric = self._metric or known
-            return link, chained
-        # The first metres of a segment that started unobservable: chain by the overlap, then convert
-        # everything chained so far to metres about the camera the world is anchored at (so the map frame
-        # stays on the robot's odometry; later poses jump once, reported); the map in the old unit is dropped.
-        link, chained = self.chainer.attach(keys, result)
-        factor = scale.value / link.scale
-        about = self._anchor_point
-        self.chainer.rescale(factor, about)
-        to_metres = np.eye(4)
-        to_metres[:3, :3] *= factor
-        to_metres[:3, 3] = (1 - factor) * about
-        chained = [_scaled_translation(c, factor, about) for c in chained]
-        link = replace(link, sim=to_metres @ link.sim, scale=scale.value, residual=link.residual * factor)
-        self.map.clear()
-        self._metric = True
-        log.info("metric scale known from odometry: the trajectory so far was rescaled by %.4g", factor)
-        return link, chained
-
-    def _anchor(self, chained: List[np.ndarray], odom: List[Optional[np.ndarray]]) -> None:
-        """With robot odometry, place the world (map) so that the first frame that has an odometry pose
-        sits at it: map and odom then coincide at the start."""
-        if self._anchored or self.odometry is None:
-            return
-        for chain_T_cam, o in zip(chained, odom):   # chained poses are rigid (apply_sim3_to_poses)
-            if o is not None:
-                self._world_T_chain = o @ np.linalg.inv(chain_T_cam)
-                self._anchor_point = chain_T_cam[:3, 3].copy()
-                self._anchored = True
-                return
-
     def _emit(self, frames: List[StreamFrame], pubs: List[PublishedFrame], result: Optional[WindowResult],
               link: Optional[ChainLink], final: bool, window_id: Optional[int] = None,
               scale: Optional[ScaleEstimate] = None) -> None:
@@ -919,27 +488,33 @@ class StreamProcessor:
             self.map.add(pts, cols)
         now = self.clock()
         latency = now - max(f.arrival for f in frames) if frames else float("nan")
+        age = now - min(p.frame.arrival for p in pubs) if pubs else float("nan")
         stats = getattr(self.runner, "stats", None)
         cache = {k: int(v) for k, v in vars(stats).items() if isinstance(v, (int, np.integer))} \
             if stats is not None and hasattr(stats, "__dict__") else {}
         with self._cv:
+            if self._closed:   # close() has counted these frames already; the sink may be gone
+                return
             for p in pubs:
                 p.frame.published = True
             self.stats.frames_published += len(pubs)
+            if pubs:
+                old = self.stats.max_frame_age_s
+                self.stats.max_frame_age_s = age if not math.isfinite(old) else max(age, old)
             if result is not None:
                 self.stats.last_latency_s = latency
-                k = self.stats.windows_ok
                 self._latency_sum += latency
-                self.stats.mean_latency_s = self._latency_sum / max(k, 1)
+                self.stats.mean_latency_s = self._latency_sum / max(self.stats.windows_ok, 1)
                 old = self.stats.max_latency_s
                 self.stats.max_latency_s = latency if not math.isfinite(old) else max(latency, old)
             self.stats.cache = cache
             dropped = self.stats.frames_dropped
+            segment = self.scheduler.ctx_segment
         if window_id is None:
             window_id = pubs[0].window_id if pubs else max(self._window_id - 1, 0)
         if link is None:
             link = ChainLink(np.eye(4), float("nan"), float("nan"), 0)
-        out = WindowOutput(window_id=window_id, segment=self._ctx_segment, frames=list(frames), published=pubs,
+        out = WindowOutput(window_id=window_id, segment=segment, frames=list(frames), published=pubs,
                            result=result, points=pts.astype(np.float32), colors=cols, link=link, latency_s=latency,
                            final=final, dropped_total=dropped, cache=cache,
                            scale=scale if scale is not None else ScaleEstimate(source=self.config.scale_source))

@@ -2,20 +2,33 @@
 
 Work that depends only on frames is cached by frame id and reused by overlapping windows: each frame is
 encoded once, and each ordered pair's pass-1 attention maps are decoded once. Pass 2 depends on the
-window's masks and is recomputed per window.
+window's masks: with ``reuse_pass2`` a pair whose two frames' token masks are those of the previous
+window's decode of it is taken from that decode (identical inputs, identical outputs), the rest are
+decoded again. With ``warm_start`` the global alignment of a window that shares frames with the previous
+one starts from the previous solution on those frames and stops early once its loss stops improving
+(:class:`~easi3r_ros.align.global_alignment.WarmStart`); the reference preset does neither.
+
+GPU. Pairs are decoded ``pair_batch`` at a time (0: 1 on the CPU, 8 on CUDA) under autocast
+(``precision`` bf16/fp16 on CUDA; bf16 also on the CPU; the encoder, run once per frame, stays fp32), images go to the device from pinned memory with
+non-blocking copies, and attention runs torch's fused ``scaled_dot_product_attention`` (flash / memory-
+efficient kernels on CUDA). A batch that runs out of GPU memory is retried at half the size (the smaller
+size is kept for later windows); out of memory at one pair per batch, the window fails with
+:class:`WindowOutOfMemory` (the stream counts it as failed and goes on).
 """
 from __future__ import annotations
 
 import contextlib
+import logging
 import time
 from collections import OrderedDict
 from dataclasses import dataclass, replace
 from typing import Any, Callable, Dict, Hashable, List, Optional, Sequence
 
+import cv2
 import numpy as np
 import torch
 
-from ..align.global_alignment import align_window
+from ..align.global_alignment import WarmStart, align_window
 from ..io.camera_model import CameraModel
 from ..model.blocks import Reweighting
 from ..model.network import Dust3rNetwork
@@ -25,9 +38,36 @@ from ..motion.masks import window_masks
 from .result import FrameResult, WindowResult
 from .scene_graph import make_edges
 
+log = logging.getLogger(__name__)
+
+def edge_flows(images: torch.Tensor, edges: np.ndarray, dynamic: np.ndarray) -> dict:
+    """The alignment's flow input (see :mod:`easi3r_ros.align.flow`): DIS optical flow i -> j and j -> i of
+    every edge on the network's images (normalised to [-1, 1]), with the frames' dynamic masks."""
+    from ..motion.flow_baseline import dense_flow
+    grey = [cv2.cvtColor(((im.permute(1, 2, 0).cpu().numpy() * 0.5 + 0.5).clip(0, 1) * 255).astype(np.uint8),
+                         cv2.COLOR_RGB2GRAY) for im in images]
+    fw = [dense_flow(grey[i], grey[j]) for i, j in edges.tolist()]
+    bw = [dense_flow(grey[j], grey[i]) for i, j in edges.tolist()]
+    as_chw = lambda fl: np.stack(fl).transpose(0, 3, 1, 2).astype(np.float32)  # noqa: E731
+    return {"flow_ij": as_chw(fw), "flow_ji": as_chw(bw), "dynamic_masks": np.asarray(dynamic, bool)}
+
+
+class WindowCancelled(RuntimeError):
+    """The window was abandoned because its owner is shutting down (``WindowPipeline.should_stop``)."""
+
 
 class WindowError(ValueError):
     """A window that cannot be processed (too few frames, mixed sizes...)."""
+
+
+class WindowOutOfMemory(WindowError):
+    """The window did not fit in the device's memory, even one pair at a time."""
+
+
+def _is_oom(exc: BaseException) -> bool:
+    oom = getattr(torch.cuda, "OutOfMemoryError", None)
+    return (oom is not None and isinstance(exc, oom)) or (
+        isinstance(exc, RuntimeError) and "out of memory" in str(exc).lower())
 
 
 @dataclass(frozen=True)
@@ -36,13 +76,11 @@ class WindowConfig:
 
     image_size: Optional[int] = None          # 224 or 512; None: the model's own size
     scene_graph: str = "swinstride-5"
-    cap_scene_graph: bool = False             # cap W at ceil((n-1)/2), as the reference's evaluation does
     kmeans_clusters: int = 64
     kmeans: str = "sklearn"                   # "sklearn" (reference) or "torch" (faster, GPU)
     niter: int = 300                          # global-alignment iterations
     lr: float = 0.01
     lr_min: float = 1e-3
-    schedule: str = "linear"
     pnp_conf_threshold: float = 2.5
     # robot: a frame with < 1 % of its pixels above pnp_conf_threshold (a model whose confidences sit lower)
     # is posed by PnP on its pixels above this confidence quantile; the reference leaves it at identity, where
@@ -56,13 +94,28 @@ class WindowConfig:
     precision: str = "fp32"                   # "fp32", or "bf16"/"fp16" autocast on CUDA
     pair_batch: int = 0                       # ordered pairs per decoder call; 0: 1 on CPU, 8 on CUDA
     keep_arrays: bool = False                 # fill WindowResult.arrays (fixture-named, for results.npz)
+    flow_loss: bool = False                   # the reference's optional optical-flow term in the alignment, with
+                                              # DIS flow (OpenCV) between each edge's images on static pixels
     reweight: bool = True                     # False: pass 2 without re-weighting (plain DUSt3R pointmaps
                                               # and alignment; the masks are then pass 1's) — for ablations
+    # streaming (robot preset; the reference recomputes everything and runs niter cold iterations)
+    reuse_pass2: bool = False                 # reuse a pair's pass-2 decode when its frames' token masks are
+                                              # unchanged since the previous window (exact)
+    warm_start: bool = False                  # alignment starts from the previous window's solution on the
+                                              # shared frames, with an early stop (below)
+    warm_niter: int = 300                     # iteration cap of a warm-started alignment
+    warm_lr: float = 0.01                     # its starting learning rate (linear to lr_min over warm_niter),
+    warm_lr_warmup: int = 10                  # reached linearly over this many first steps (Adam's first
+                                              # steps would otherwise kick the converged frames)
+    early_stop_patience: int = 10             # warm: stop when the loss improved by less than early_stop_rel
+    early_stop_rel: float = 0.01              #   (relative) over the last early_stop_patience iterations
 
 
 PRESETS = {
     "reference": WindowConfig(),
-    "robot": WindowConfig(cap_scene_graph=True, motion_guard=True, pnp_conf_quantile=0.5),
+    # warm_start is opt-in: 4x less work per new frame, but ATE +1 % (W=8, S=4) to +8 % (W=6, S=2) against
+    # the cold alignment on the synthetic benchmark (benchmarks/results/streaming), above the 2 % aim
+    "robot": WindowConfig(motion_guard=True, pnp_conf_quantile=0.5, reuse_pass2=True),
 }
 
 
@@ -104,10 +157,17 @@ class _LRU(OrderedDict):
 
 @dataclass
 class CacheStats:
+    """Work done and reused, summed over windows (the stream reports them as its ``cache`` counters)."""
+
     encoded: int = 0
     encodings_reused: int = 0
-    pairs_decoded: int = 0
-    pairs_reused: int = 0
+    pairs_decoded: int = 0          # pass 1
+    pairs_reused: int = 0           # pass 1
+    pass2_decoded: int = 0
+    pass2_reused: int = 0
+    align_iterations: int = 0
+    windows_warm: int = 0           # alignments warm-started from the previous window
+    oom_retries: int = 0            # batches retried at half size after running out of device memory
 
 
 class WindowPipeline:
@@ -126,22 +186,51 @@ class WindowPipeline:
             contrast_threshold=config.motion_guard_contrast if config.motion_guard else None)
         self._encodings: _LRU = _LRU(cache_frames)
         self._pass1: _LRU = _LRU(cache_frames * 20)
+        # pass-2 decodes of the last window, by (id_i, id_j, token-mask key i, key j): at most one window's edges
+        self._pass2: Dict[tuple, tuple] = {}
+        # the last window's alignment per frame id: (pose c2w, world points); at most one window's frames
+        self._solution: Dict[Hashable, tuple] = {}
+        self._solution_meta: Optional[tuple] = None   # (focal, hw, calibrated)
+        self._batch_cap: Optional[int] = None         # lowered after running out of device memory
         self.stats = CacheStats()
+        # Polled between stages, pair batches and alignment iterations: a shutdown need not wait for
+        # a whole window (torch kernels cannot be interrupted, these points can).
+        self.should_stop: Callable[[], bool] = lambda: False
+
+    def _check_stop(self) -> None:
+        if self.should_stop():
+            raise WindowCancelled("window abandoned: shutting down")
 
     # ------------------------------------------------------------------ helpers
     def _autocast(self):
-        if self.device.type == "cuda" and self.config.precision in ("bf16", "fp16"):
-            dtype = torch.bfloat16 if self.config.precision == "bf16" else torch.float16
+        precision = self.config.precision
+        if self.device.type == "cuda" and precision in ("bf16", "fp16"):
+            dtype = torch.bfloat16 if precision == "bf16" else torch.float16
             return torch.autocast("cuda", dtype=dtype)
+        if self.device.type == "cpu" and precision == "bf16":
+            return torch.autocast("cpu", dtype=torch.bfloat16)
         return torch.autocast(self.device.type, enabled=False)
 
     def _pair_batch(self) -> int:
-        return self.config.pair_batch or (8 if self.device.type == "cuda" else 1)
+        bsz = self.config.pair_batch or (8 if self.device.type == "cuda" else 1)
+        return bsz if self._batch_cap is None else max(1, min(bsz, self._batch_cap))
+
+    def _to_device(self, x: torch.Tensor) -> torch.Tensor:
+        if self.device.type == "cuda":
+            return x.pin_memory().to(self.device, non_blocking=True)
+        return x.to(self.device)
+
+    def _free_device_memory(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.empty_cache()
 
     def reset(self) -> None:
-        """Forget cached encodings and pair decodes (e.g. after a time jump in the stream)."""
+        """Forget cached encodings, pair decodes and the last solution (e.g. after a time jump in the stream)."""
         self._encodings.clear()
         self._pass1.clear()
+        self._pass2.clear()
+        self._solution.clear()
+        self._solution_meta = None
 
     def _encode(self, frames: Sequence[np.ndarray], ids: Sequence[Hashable],
                 camera: Optional[CameraModel] = None) -> List[_Encoded]:
@@ -150,9 +239,11 @@ class WindowPipeline:
         if todo:
             undistort = camera.undistort if camera is not None else (lambda rgb: rgb)
             prepared = [preprocess_image(undistort(frames[k]), self.image_size) for k in todo]
-            images = torch.stack([t for t, _ in prepared]).to(self.device)
-            with torch.no_grad(), self._autocast():
-                tokens = torch.cat([self.network.encode(images[b:b + 8]) for b in range(0, len(todo), 8)])
+            images = self._to_device(torch.stack([t for t, _ in prepared]))
+            # fp32 whatever the precision: each frame is encoded once, and its features drive the clustering
+            # (bf16 encoder features change most k-means labels of a random-weight fixture)
+            tokens = self._batched(lambda a, b: self.network.encode(images[a:b]).float(), len(todo),
+                                   min(8, self._batch_cap or 8), reduced=False)
             for k, (img, crop), tok in zip(todo, prepared, tokens.float()):
                 self._encodings.put(ids[k], _Encoded(img.to(self.device), tok, crop))
             self.stats.encoded += len(todo)
@@ -164,24 +255,51 @@ class WindowPipeline:
     def _bar(self, total: int, desc: str):
         return self.progress(total=total, desc=desc) if self.progress else contextlib.nullcontext()
 
+    def _batched(self, fn, total: int, bsz: int, bar=None, reduced: bool = True):
+        """``fn(a, b)`` over [0, total) in batches of ``bsz`` under no_grad and autocast. A batch that runs
+        out of device memory is retried at half the size, which is kept as the cap for later calls; at one
+        item per batch :class:`WindowOutOfMemory` is raised. Returns the concatenated outputs (a tensor, or a
+        dict of tensors when ``fn`` returns dicts). ``reduced=False``: fp32 whatever the precision."""
+        parts, a = [], 0
+        cast = self._autocast() if reduced else torch.autocast(self.device.type, enabled=False)
+        with torch.no_grad(), cast:
+            while a < total:
+                self._check_stop()
+                b = min(a + bsz, total)
+                try:
+                    parts.append(fn(a, b))
+                except Exception as exc:
+                    if not _is_oom(exc):
+                        raise
+                    self._free_device_memory()
+                    if b - a <= 1:
+                        raise WindowOutOfMemory(f"out of {self.device} memory at one item per batch: {exc}") from None
+                    bsz = max(1, (b - a) // 2)
+                    self._batch_cap = bsz
+                    self.stats.oom_retries += 1
+                    log.warning("out of %s memory with batches of %d: retrying with %d", self.device, b - a, bsz)
+                    continue
+                if bar is not None:
+                    bar.update(b - a)
+                a = b
+        if parts and isinstance(parts[0], dict):
+            return {k: torch.cat([p[k] for p in parts]) for k in parts[0]}
+        return torch.cat(parts)
+
     def _decode(self, enc: torch.Tensor, edges: np.ndarray, hw, *, reweight_static: Optional[torch.Tensor],
                 heads: bool, desc: str):
         """Batched decode of the given ordered edges; returns per-edge tensors on the device."""
-        out: Dict[str, List[torch.Tensor]] = {k: [] for k in ("attn1", "attn2", "pts1", "conf1", "pts2", "conf2")}
-        bsz = self._pair_batch()
-        with torch.no_grad(), self._autocast(), self._bar(len(edges), desc) as bar:
-            for b in range(0, len(edges), bsz):
-                ii = torch.as_tensor(edges[b:b + bsz, 0], device=self.device)
-                jj = torch.as_tensor(edges[b:b + bsz, 1], device=self.device)
-                rw = None if reweight_static is None else Reweighting(reweight_static[ii], reweight_static[jj])
-                pred = self.network.decode(enc[ii], enc[jj], hw, attention_stats=True, reweight=rw, heads=heads)
-                for k in out:
-                    value = getattr(pred, k)
-                    if value is not None:
-                        out[k].append(value.float())
-                if bar is not None:
-                    bar.update(len(ii))
-        return {k: torch.cat(v) for k, v in out.items() if v}
+        keys = ("attn1", "attn2", "pts1", "conf1", "pts2", "conf2")
+        edges_t = torch.as_tensor(np.asarray(edges, np.int64).reshape(-1, 2), device=self.device)
+
+        def one(a, b):
+            ii, jj = edges_t[a:b, 0], edges_t[a:b, 1]
+            rw = None if reweight_static is None else Reweighting(reweight_static[ii], reweight_static[jj])
+            pred = self.network.decode(enc[ii], enc[jj], hw, attention_stats=True, reweight=rw, heads=heads)
+            return {k: getattr(pred, k).float() for k in keys if getattr(pred, k) is not None}
+
+        with self._bar(len(edges), desc) as bar:
+            return self._batched(one, len(edges), self._pair_batch(), bar)
 
     # ------------------------------------------------------------------ the window
     def run(self, frames: Sequence[np.ndarray], stamps_ns: Optional[Sequence[Optional[int]]] = None,
@@ -214,8 +332,9 @@ class WindowPipeline:
             now = time.perf_counter()
             timings[name] = now - clock
             clock = now
+            self._check_stop()
 
-        edges = make_edges(cfg.scene_graph, n, cap=cfg.cap_scene_graph)
+        edges = make_edges(cfg.scene_graph, n)
         encoded = self._encode(frames, ids, camera)
         enc = torch.stack([e.tokens for e in encoded])
         images = torch.stack([e.image for e in encoded])
@@ -246,22 +365,33 @@ class WindowPipeline:
         static_tokens = None
         if masks1.masks.any() and cfg.reweight:
             static_tokens = ~torch.as_tensor(masks1.token_masks, device=self.device).reshape(n, -1)
-        dec2 = self._decode(enc, edges, hw, reweight_static=static_tokens, heads=True, desc="pass 2 pairs")
+        dec2 = self._pass2_decode(enc, edges, hw, ids, static_tokens, masks1.token_masks)
         lap("pass2_s")
 
         # the encoder tokens are identical in both passes, so the clustering is too
         masks2 = window_masks(dec2["attn1"], dec2["attn2"], edges, None, hw, n_frames=n, labels=masks1.seg.labels,
                               prefix="pass2_")
         masks = masks2.masks if masks1.moving else np.zeros_like(masks2.masks)
+        if flow is None and cfg.flow_loss:
+            flow = edge_flows(images, edges, masks)
         lap("masks2_s")
 
-        with self._bar(cfg.niter, "alignment") as bar:
+        warm = self._warm_start(ids, hw, camera is not None) if frame_ids is not None else None
+        niter, lr = (cfg.warm_niter, cfg.warm_lr) if warm is not None else (cfg.niter, cfg.lr)
+        with self._bar(niter, "alignment") as bar:
             aligned = align_window(dec2["pts1"], dec2["conf1"], dec2["pts2"], dec2["conf2"], edges, n,
-                                   niter=cfg.niter, lr=cfg.lr, lr_min=cfg.lr_min, schedule=cfg.schedule, flow=flow,
+                                   niter=niter, lr=lr, lr_min=cfg.lr_min, flow=flow,
                                    device=self.device, min_conf_thr=cfg.pnp_conf_threshold,
                                    pnp_conf_quantile=cfg.pnp_conf_quantile,
                                    intrinsics=None if camera is None else camera.network_intrinsics(encoded[0].crop),
-                                   callback=None if bar is None else lambda it, loss: bar.update(1))
+                                   callback=lambda it, loss: (self._check_stop(), bar and bar.update(1)),
+                                   warm=warm, patience=cfg.early_stop_patience if warm is not None else 0,
+                                   rel_tol=cfg.early_stop_rel, warmup=cfg.warm_lr_warmup if warm is not None else 0)
+        self.stats.align_iterations += aligned.iterations
+        self.stats.windows_warm += warm is not None
+        if cfg.warm_start and frame_ids is not None:
+            self._solution = {fid: (aligned.poses_c2w[k], aligned.pts3d[k]) for k, fid in enumerate(ids)}
+            self._solution_meta = (float(aligned.focal), hw, camera is not None)
         lap("align_s")
 
         colors = ((images.permute(0, 2, 3, 1).cpu().numpy() * 0.5 + 0.5).clip(0, 1) * 255).round().astype(np.uint8)
@@ -292,6 +422,51 @@ class WindowPipeline:
                 self._encodings.pop(fid, None)
         self._drop_stale_pairs()
         return result
+
+    def _pass2_decode(self, enc: torch.Tensor, edges: np.ndarray, hw, ids: Sequence[Hashable],
+                      static_tokens: Optional[torch.Tensor], token_masks: np.ndarray) -> Dict[str, torch.Tensor]:
+        """Pass 2 of every edge; with ``reuse_pass2``, pairs decoded by the previous window with the same two
+        frames and the same re-weighting (token masks) are taken from that decode."""
+        if not self.config.reuse_pass2:
+            self.stats.pass2_decoded += len(edges)
+            return self._decode(enc, edges, hw, reweight_static=static_tokens, heads=True, desc="pass 2 pairs")
+        n = len(ids)
+        if static_tokens is None:
+            mkeys = [None] * n
+        else:
+            flat = np.asarray(token_masks, bool).reshape(n, -1)
+            mkeys = [np.packbits(flat[k]).tobytes() for k in range(n)]
+        keys = [(ids[i], ids[j], mkeys[i], mkeys[j]) for i, j in edges.tolist()]
+        missing = [e for e, key in enumerate(keys) if key not in self._pass2]
+        fresh = {}
+        if missing:
+            fresh = self._decode(enc, edges[missing], hw, reweight_static=static_tokens, heads=True,
+                                 desc="pass 2 pairs")
+        slot = {e: r for r, e in enumerate(missing)}
+        out: Dict[str, List[torch.Tensor]] = {}
+        names = ("attn1", "attn2", "pts1", "conf1", "pts2", "conf2")
+        for e, key in enumerate(keys):
+            row = tuple(fresh[k][slot[e]] for k in names) if e in slot else self._pass2[key]
+            for k, v in zip(names, row):
+                out.setdefault(k, []).append(v)
+        # keep this window's decodes only: the next window can reuse nothing older
+        self._pass2 = {key: tuple(out[k][e] for k in names) for e, key in enumerate(keys)}
+        self.stats.pass2_decoded += len(missing)
+        self.stats.pass2_reused += len(edges) - len(missing)
+        return {k: torch.stack(v) for k, v in out.items()}
+
+    def _warm_start(self, ids: Sequence[Hashable], hw, calibrated: bool) -> Optional[WarmStart]:
+        """The previous window's solution on the frames this window shares with it (None: a cold start)."""
+        if not self.config.warm_start or self._solution_meta is None:
+            return None
+        focal, prev_hw, prev_calibrated = self._solution_meta
+        if tuple(prev_hw) != tuple(hw) or prev_calibrated != calibrated:
+            return None
+        shared = [k for k, fid in enumerate(ids) if fid in self._solution]
+        if len(shared) < 2:
+            return None
+        return WarmStart(frames=shared, poses_c2w=np.stack([self._solution[ids[k]][0] for k in shared]),
+                         pts3d=np.stack([self._solution[ids[k]][1] for k in shared]), focal=focal)
 
     def _drop_stale_pairs(self) -> None:
         """Drop pass-1 pair decodes that involve frames no longer cached."""

@@ -11,6 +11,8 @@ from typing import Optional, Sequence, Tuple
 import numpy as np
 
 from ..io.image_codec import ImageCodecError, array_to_fields, decode_compressed, decode_rgb8
+from ..io.stamps import split_ns
+from ..io.stamps import stamp_to_ns as stamp_to_ns  # the package's one converter, for the ROS side
 
 try:  # present on a real ROS 2 install, absent in the PyPI-wheel venv
     from sensor_msgs_py import point_cloud2 as _pc2
@@ -22,13 +24,9 @@ MIN_SIDE = 8
 
 
 # ---------------------------------------------------------------------------------------------- time
-def stamp_to_ns(stamp) -> int:
-    return int(stamp.sec) * 1_000_000_000 + int(stamp.nanosec)
-
-
 def ns_to_stamp(ns: int):
     from builtin_interfaces.msg import Time
-    sec, nsec = divmod(int(ns), 1_000_000_000)
+    sec, nsec = split_ns(ns)
     return Time(sec=sec, nanosec=nsec)
 
 
@@ -125,27 +123,16 @@ def unpack_rgb(rgb: np.ndarray) -> np.ndarray:
 
 # ---------------------------------------------------------------------------------------------- poses
 def quat_from_matrix(r: np.ndarray) -> Tuple[float, float, float, float]:
-    """3x3 rotation -> unit quaternion (x, y, z, w), w >= 0."""
-    r = np.asarray(r, np.float64)
-    m = np.array([[r[0, 0] - r[1, 1] - r[2, 2], 0, 0, 0],
-                  [r[0, 1] + r[1, 0], r[1, 1] - r[0, 0] - r[2, 2], 0, 0],
-                  [r[0, 2] + r[2, 0], r[1, 2] + r[2, 1], r[2, 2] - r[0, 0] - r[1, 1], 0],
-                  [r[2, 1] - r[1, 2], r[0, 2] - r[2, 0], r[1, 0] - r[0, 1], r[0, 0] + r[1, 1] + r[2, 2]]]) / 3.0
-    w, v = np.linalg.eigh(m)  # largest eigenvector of the symmetric K matrix (robust near 180 deg)
-    q = v[:, np.argmax(w)]
-    if q[3] < 0:
-        q = -q
-    q = q / np.linalg.norm(q)
-    return float(q[0]), float(q[1]), float(q[2]), float(q[3])
+    """3x3 rotation -> unit quaternion (x, y, z, w), w >= 0 (ROS order)."""
+    from scipy.spatial.transform import Rotation
+    x, y, z, w = Rotation.from_matrix(np.asarray(r, np.float64)).as_quat(canonical=True)
+    return float(x), float(y), float(z), float(w)
 
 
 def matrix_from_quat(q) -> np.ndarray:
-    x, y, z, w = (float(v) for v in q)
-    n = x * x + y * y + z * z + w * w
-    s = 2.0 / n if n > 0 else 0.0
-    return np.array([[1 - s * (y * y + z * z), s * (x * y - z * w), s * (x * z + y * w)],
-                     [s * (x * y + z * w), 1 - s * (x * x + z * z), s * (y * z - x * w)],
-                     [s * (x * z - y * w), s * (y * z + x * w), 1 - s * (x * x + y * y)]])
+    """Quaternion (x, y, z, w), normalised here -> 3x3 rotation."""
+    from scipy.spatial.transform import Rotation
+    return Rotation.from_quat(np.asarray(q, np.float64)).as_matrix()
 
 
 def pose7_to_matrix(v) -> np.ndarray:

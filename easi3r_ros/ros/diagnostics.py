@@ -31,16 +31,23 @@ def summarize(snap: Dict[str, Any]) -> Tuple[int, str, List[Tuple[str, str]]]:
         problems.append(f"no network: {snap.get('state_message', '')}")
     elif state in ("loading", "idle"):
         problems.append("loading the network")
+    elif state == "unconfigured":
+        problems.append(f"lifecycle {snap.get('lifecycle', 'unconfigured')}: no network (configure loads it)")
     if snap.get("random_weights"):
         level = max(level, WARN)
         problems.append(f"RANDOM WEIGHTS ({snap['random_weights']}): outputs are meaningless")
     for key, what in (("new_rejected", "input frames rejected"), ("new_dropped", "frames dropped"),
                       ("new_failed", "windows failed"), ("new_param_errors", "parameter values refused"),
-                      ("new_tf_failures", "TF lookups failed")):
+                      ("new_tf_failures", "TF lookups failed"),
+                      ("new_input_lost", "images lost before the node (publication sequence gaps)"),
+                      ("new_stamp_warnings", "input stamps zero or duplicated")):
         n = int(snap.get(key, 0) or 0)
         if n:
             level = max(level, WARN)
             problems.append(f"{n} {what}")
+    if snap.get("tf_conflict", "none") != "none":
+        level = ERROR
+        problems.append(f"TF: {snap['tf_conflict']}")
     camera = str(snap.get("camera_info", ""))
     if camera.startswith(("unusable", "size mismatch")):
         level = max(level, WARN)
@@ -50,13 +57,15 @@ def summarize(snap: Dict[str, Any]) -> Tuple[int, str, List[Tuple[str, str]]]:
     if snap.get("new_resets"):
         problems.append(f"stream reset ({snap.get('last_reset', '')})")
     message = "; ".join(problems) if problems else "running"
-    keys = ["state", "model", "device", "checkpoint", "frames_in", "frames_published", "frames_dropped",
-            "dropped_by_reason", "frames_rejected", "frames_in_flight", "queue_depth", "queue_limit", "busy",
+    keys = ["state", "lifecycle", "model", "device", "precision", "checkpoint", "frames_in", "frames_published",
+            "frames_dropped", "dropped_by_reason", "frames_rejected", "frames_in_flight", "input_lost",
+            "input_sequence_numbers", "input_rate_hz", "publisher_rate_hz", "input_publishers", "stamp_warnings",
+            "last_stamp_warning", "queue_depth", "queue_limit", "busy",
             "windows_ok", "windows_failed", "window_latency_last_s", "window_latency_mean_s",
-            "window_latency_max_s", "window_compute_last_s", "chain_scale", "chain_residual", "chain_breaks",
+            "window_latency_max_s", "frame_age_max_s", "window_compute_last_s", "chain_scale", "chain_residual", "chain_breaks",
             "resets", "last_reset", "encoded_frames", "encodings_reused", "pairs_decoded", "pairs_reused",
             "camera_info", "camera_info_fx", "estimated_fx", "scale", "scale_spread", "scale_source", "scale_state",
-            "tf_mode", "camera_mounting", "tf_lookup_failures", "odometry_missing", "last_tf_error", "last_input_error", "last_error",
+            "tf_mode", "tf_conflict", "camera_mounting", "tf_lookup_failures", "odometry_missing", "last_tf_error", "last_input_error", "last_error",
             "parameter_errors"]
     values = [(k, _fmt(snap[k])) for k in keys if k in snap]
     return level, message, values

@@ -18,9 +18,16 @@ parent or that cannot work.
 from __future__ import annotations
 
 import math
+import re
 from typing import Any, Dict, Optional, Tuple
 
 import numpy as np
+
+
+def tf_frame_name(frame_id: str) -> str:
+    """A header's frame_id as a TF frame name. tf2 refuses a leading '/', and the node's frame parameters
+    refuse white space; both are mapped (``/cam`` -> ``cam``, ``my cam`` -> ``my_cam``) rather than lost."""
+    return re.sub(r"\s+", "_", frame_id.strip()).lstrip("/")
 
 
 def robot_owns_odom(values: Dict[str, Any]) -> bool:
@@ -49,6 +56,9 @@ def check_frames(values: Dict[str, Any]) -> Optional[Tuple[str, Dict[str, Any]]]
                 {"scale_source": "none"})
     if not values.get("publish_tf", True):
         return None   # nothing goes on /tf: names cannot clash there
+    if not odom:
+        return ("odom_frame must not be empty: every pose the node publishes hangs from it",
+                {"odom_frame": "odom"})
     uses_map = robot or values.get("publish_map_to_odom_tf", False)
     if uses_map and not mp:
         return ("map_frame must not be empty when map -> odom is published or the robot owns odom", no_tf)

@@ -114,6 +114,7 @@ class TfBuffer:
         self._stamps: Dict[str, List[int]] = {}                        # child -> sorted stamps
         self._poses: Dict[str, List[np.ndarray]] = {}                  # child -> parent_T_child per stamp
         self.parent_changes = 0
+        self.invalid = 0                                                # transforms ignored (bad quaternion)
 
     # ------------------------------------------------------------------ input
     def set_transform(self, parent: str, child: str, stamp_ns: int, matrix: np.ndarray, static: bool = False):
@@ -151,8 +152,15 @@ class TfBuffer:
         """Every transform of a ``tf2_msgs/TFMessage``."""
         from .conversions import stamp_to_ns
         for t in msg.transforms:
-            self.set_transform(t.header.frame_id, t.child_frame_id, stamp_to_ns(t.header.stamp),
-                               transform_to_matrix(t.transform), static)
+            try:
+                m = transform_to_matrix(t.transform)
+            except ValueError:   # a zero or non-finite quaternion: tf2 ignores such a transform too
+                self.invalid += 1
+                continue
+            if not np.isfinite(m).all():
+                self.invalid += 1
+                continue
+            self.set_transform(t.header.frame_id, t.child_frame_id, stamp_to_ns(t.header.stamp), m, static)
 
     def clear(self) -> None:
         with self._lock:

@@ -1,0 +1,231 @@
+"""The GPU path, measured: CPU/GPU agreement on the reference fixtures, then steady-state streaming on
+full-size networks for fp32 / bf16 / fp16. Run through ``benchmarks/gpu.sh`` (5-minute budget, no downloads).
+
+    python benchmarks/gpu.py [--report benchmarks/results/gpu/gpu.md] [--budget-s 290] [--device cuda]
+
+1. Agreement (fixtures under ``../shared/fixtures/reference`` or ``$EASI3R_FIXTURES``; recipe-v1 random
+   weights as the fixtures name them): the window pipeline on the GPU against the original code's arrays —
+   fp32 with the fixture tolerances of the test suite (attention statistics and dynamic maps rel. error
+   ≤ 1e-4, cluster labels equal, Otsu threshold within 1e-4, masks IoU ≥ 0.99, confidences rtol 2e-4);
+   bf16 / fp16 report their errors and the masks' IoU against the CPU's fp32 (aim ≥ 0.99).
+2. Throughput: ``dust3r-512-dpt`` (512x288 input) and ``dust3r-224-linear`` with random recipe-v1 weights
+   (speed does not depend on the weights), the ``robot`` preset as the node streams it (W=8, S=4, pairs
+   batched, torch k-means, warm-started alignment), synthetic 640x360 frames: new frames per second in
+   steady state (stride / mean window time after the first window), per-window latency, peak GPU memory.
+
+Without CUDA it says so and exits with status 3 (nothing is measured, no report is written).
+Sections that would overrun the budget are skipped and named in the report.
+"""
+from __future__ import annotations
+
+import argparse
+import glob
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+RAW = ("attn_k_i_mean_raw", "attn_k_i_std_raw", "attn_k_j_mean_raw", "attn_k_j_std_raw")
+FUSED = ("attn_k_i_mean_fused", "attn_k_i_std_fused", "attn_k_j_mean_fused", "attn_k_j_std_fused")
+PRECISIONS = ("fp32", "bf16", "fp16")
+
+
+def _iou(a, b) -> float:
+    union = (a | b).sum()
+    return 1.0 if union == 0 else float((a & b).sum() / union)
+
+
+def fixtures_dir() -> Path:
+    return Path(os.environ.get("EASI3R_FIXTURES", ROOT.parent / "shared" / "fixtures" / "reference"))
+
+
+def agreement(device: str, budget_end: float, names=("tiny_linear_vtest", "tiny_dpt_synthetic")) -> list:
+    import numpy as np
+
+    from easi3r_ros.model.checkpoint import random_network
+    from easi3r_ros.model.preprocess import load_rgb
+    from easi3r_ros.pipeline.window import WindowConfig, WindowPipeline
+
+    rows = []
+    for name in names:
+        path = fixtures_dir() / name
+        if not (path / "reference.npz").is_file():
+            rows.append({"fixture": name, "skipped": f"not found under {fixtures_dir()}"})
+            continue
+        ref = dict(np.load(path / "reference.npz"))
+        meta = json.loads((path / "meta.json").read_text())
+        frames = [load_rgb(f) for f in sorted(glob.glob(str(path / "frames" / "*.png")))]
+        net, _ = random_network(meta["weights"]["model_str"], meta["weights"]["seed"])
+        cpu = None
+        for baseline, dev, precision in [(True, "cpu", "fp32")] + [(False, device, p) for p in PRECISIONS]:
+            if time.monotonic() > budget_end:
+                rows.append({"fixture": name, "precision": precision, "skipped": "time budget"})
+                continue
+            cfg = WindowConfig(niter=5, keep_arrays=True, device=dev, precision=precision)
+            t = time.perf_counter()
+            ours = WindowPipeline(net, cfg).run(frames, frame_ids=range(len(frames))).arrays
+            wall = time.perf_counter() - t
+            if baseline:
+                cpu = ours
+                continue
+            err = 0.0
+            for p in ("pass1", "pass2"):
+                for key in RAW + FUSED + ("dynamic_map",):
+                    a, b = ours[f"{p}_{key}"], ref[f"{p}_{key}"]
+                    err = max(err, float(np.abs(a - b).max() / max(np.abs(b).max(), 1e-30)))
+            labels = all(np.array_equal(ours[f"{p}_cluster_labels"], ref[f"{p}_cluster_labels"]) for p in ("pass1", "pass2"))
+            otsu = max(abs(float(ours[f"{p}_otsu_threshold"]) - float(ref[f"{p}_otsu_threshold"])) for p in ("pass1", "pass2"))
+            iou_ref = min(_iou(a, b) for p in ("pass1", "pass2")
+                          for a, b in zip(ours[f"{p}_dynamic_masks"], ref[f"{p}_dynamic_masks"]))
+            iou_cpu = min(_iou(a, b) for a, b in zip(ours["pass2_dynamic_masks"], cpu["pass2_dynamic_masks"]))
+            conf = float(np.max(np.abs(ours["conf"] - ref["conf"]) / np.abs(ref["conf"])))
+            pts = float(np.abs(ours["pass2_pred1_pts3d"] - cpu["pass2_pred1_pts3d"]).max()
+                        / np.abs(cpu["pass2_pred1_pts3d"]).max())
+            ok = err <= 1e-4 and labels and otsu <= 1e-4 and iou_ref >= 0.99 and conf <= 2e-4
+            rows.append({"fixture": name, "precision": precision, "stat_rel_err": err, "labels_equal": labels,
+                         "otsu_err": otsu, "mask_iou_ref": iou_ref, "mask_iou_cpu": iou_cpu, "conf_rel_err": conf,
+                         "pts_rel_err_cpu": pts, "within_fixture_tolerances": ok,
+                         "pass": ok if precision == "fp32" else iou_cpu >= 0.99, "wall_s": wall})
+    return rows
+
+
+def _sync(device: str) -> None:
+    import torch
+
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize()
+
+
+def throughput(device: str, budget_end: float, windows: int,
+               models=(("dust3r-512-dpt", 512), ("dust3r-224-linear", 224))) -> list:
+    import torch
+
+    from easi3r_ros.eval.scenes import make_window
+    from easi3r_ros.model.checkpoint import random_network
+    from easi3r_ros.pipeline.window import WindowPipeline, preset_config
+
+    w, s = 8, 4
+    n = w + s * (windows - 1)
+    frames = make_window(n, size=(360, 640), pan_px=6, object_px=12, noise=1.0, seed=0).frames
+    rows = []
+    cuda = torch.device(device).type == "cuda"
+    for model, size in models:
+        if time.monotonic() > budget_end:
+            rows.append({"model": model, "skipped": "time budget"})
+            continue
+        t = time.perf_counter()
+        net, _ = random_network(model, seed=0)
+        load_s = time.perf_counter() - t
+        for precision in PRECISIONS:
+            if time.monotonic() > budget_end:
+                rows.append({"model": model, "precision": precision, "skipped": "time budget"})
+                continue
+            if cuda:
+                torch.cuda.empty_cache()
+                torch.cuda.reset_peak_memory_stats()
+            pipe = WindowPipeline(net, preset_config("robot", image_size=size, device=device, precision=precision,
+                                                     kmeans="torch", pair_batch=8))
+            walls, status = [], "ok"
+            try:
+                for k in range(windows):
+                    if time.monotonic() > budget_end:
+                        status = "time budget"
+                        break
+                    ids = list(range(k * s, k * s + w))
+                    _sync(device)
+                    t = time.perf_counter()
+                    pipe.run([frames[i] for i in ids], frame_ids=ids)
+                    _sync(device)
+                    walls.append(time.perf_counter() - t)
+            except Exception as exc:  # a failure is a result too
+                status = f"{type(exc).__name__}: {exc}"[:200]
+            steady = walls[1:]
+            mean = sum(steady) / len(steady) if steady else float("nan")
+            rows.append({"model": model, "precision": precision, "status": status, "first_window_s": walls[0] if walls else None,
+                         "steady_window_s": mean, "new_frames_per_s": s / mean if steady else float("nan"),
+                         "windows": len(walls), "peak_gpu_mib": torch.cuda.max_memory_allocated() / 2 ** 20 if cuda else float("nan"),
+                         "align_iterations": pipe.stats.align_iterations, "pass2_reused": pipe.stats.pass2_reused,
+                         "oom_retries": pipe.stats.oom_retries, "load_s": load_s, "W": w, "S": s})
+        del net
+        if cuda:
+            torch.cuda.empty_cache()
+    return rows
+
+
+def markdown(info: dict, agree: list, thr: list, total_s: float) -> str:
+    lines = ["# GPU path", "", f"GPU: **{info['gpu']}** ({info['gpu_memory_gib']:.0f} GiB), CUDA {info['cuda']}, "
+             f"torch {info['torch']}; host: {info['cpu']}, {info['cores']} cores. `benchmarks/gpu.sh`, {total_s:.0f} s.", "",
+             "## CPU/GPU agreement on the reference fixtures (window pipeline, 5 alignment iterations)", "",
+             "| fixture | precision | attention stats rel. err vs reference | labels equal | Otsu err | mask IoU vs reference (min) "
+             "| pass-2 mask IoU vs CPU fp32 (min) | pointmap rel. err vs CPU | result |", "|---|---|---|---|---|---|---|---|---|"]
+    for r in agree:
+        if "skipped" in r:
+            lines.append(f"| {r['fixture']} | {r.get('precision', '')} | skipped: {r['skipped']} | | | | | | |")
+            continue
+        verdict = ("within fixture tolerances" if r["within_fixture_tolerances"] else "OUTSIDE fixture tolerances") \
+            if r["precision"] == "fp32" else ("IoU ≥ 0.99" if r["pass"] else "IoU < 0.99")
+        lines.append(f"| {r['fixture']} | {r['precision']} | {r['stat_rel_err']:.2e} | {r['labels_equal']} | "
+                     f"{r['otsu_err']:.1e} | {r['mask_iou_ref']:.4f} | {r['mask_iou_cpu']:.4f} | {r['pts_rel_err_cpu']:.1e} | {verdict} |")
+    lines += ["", "## Steady-state streaming (robot preset, W=8, S=4, pairs batched by 8, random recipe-v1 weights)", "",
+              "| model | precision | new frames/s | window latency (steady) | first window | peak GPU memory | status |",
+              "|---|---|---|---|---|---|---|"]
+    for r in thr:
+        if "skipped" in r:
+            lines.append(f"| {r['model']} | {r.get('precision', 'all')} | skipped: {r['skipped']} | | | | |")
+            continue
+        first = f"{r['first_window_s']:.2f} s" if r["first_window_s"] is not None else "–"
+        lines.append(f"| {r['model']} | {r['precision']} | **{r['new_frames_per_s']:.2f}** | {r['steady_window_s']:.2f} s | "
+                     f"{first} | {r['peak_gpu_mib'] / 1024:.1f} GiB | {r['status']} |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--report", type=Path, default=ROOT / "benchmarks" / "results" / "gpu" / "gpu.md")
+    ap.add_argument("--budget-s", type=float, default=290.0, help="stop starting new sections after this long")
+    ap.add_argument("--device", default="cuda")
+    ap.add_argument("--windows", type=int, default=5, help="windows per throughput run (the first is not counted)")
+    ap.add_argument("--check-on-cpu", action="store_true",
+                    help="exercise this script on the CPU with tiny models (a check of the script, not a measurement)")
+    args = ap.parse_args(argv)
+    import torch
+
+    if args.check_on_cpu:
+        torch.set_num_threads(1)
+        t0 = time.monotonic()
+        agree = agreement("cpu", t0 + 600, names=("tiny_linear_vtest",))
+        thr = throughput("cpu", t0 + 600, 2, models=(("tiny-224-linear", 224),))
+        info = {"gpu": "none (--check-on-cpu)", "gpu_memory_gib": 0.0, "cuda": None, "torch": torch.__version__,
+                "cpu": "this machine", "cores": os.cpu_count()}
+        print(markdown(info, agree, thr, time.monotonic() - t0))
+        return 0
+
+    if not torch.cuda.is_available():
+        print(f"benchmarks/gpu.sh: no CUDA device available (torch {torch.__version__}, CUDA build: "
+              f"{torch.version.cuda or 'none'}); nothing was measured and no report was written. Run it where a GPU "
+              "is lent, with a CUDA build of torch (README, section GPU).", file=sys.stderr)
+        return 3
+    t0 = time.monotonic()
+    end = t0 + args.budget_s
+    from easi3r_ros.eval.bench import machine
+
+    props = torch.cuda.get_device_properties(torch.device(args.device))
+    info = dict(machine(), gpu=props.name, gpu_memory_gib=props.total_memory / 2 ** 30, cuda=torch.version.cuda)
+    agree = agreement(args.device, t0 + 0.4 * args.budget_s)
+    thr = throughput(args.device, end, args.windows)
+    total = time.monotonic() - t0
+    args.report.parent.mkdir(parents=True, exist_ok=True)
+    args.report.write_text(markdown(info, agree, thr, total))
+    args.report.with_suffix(".json").write_text(json.dumps({"machine": info, "agreement": agree, "throughput": thr,
+                                                            "total_s": total}, indent=1, default=str))
+    print(args.report.read_text())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
