@@ -174,3 +174,22 @@ def test_frame_age_stays_within_max_frame_age_plus_two_windows(tmp_path):
     window_max = max(s.total_s for s in stats)
     context = (1 + 2) * period                     # m + S frame periods (W=4, S=2)
     assert float(d["frame_age_max_s"]) <= max_age + 2 * window_max + context + 0.5, (d["frame_age_max_s"], window_max)
+
+
+def test_signal_while_the_network_loads_exits_cleanly(tmp_path):
+    """SIGINT while the worker builds a full-size network (which cannot be interrupted): the node still exits
+    with code 0 within shutdown_timeout, its frames counted (none arrived), without an abort."""
+    domain, log = next_domain(), tmp_path / "node.log"
+    timeout = 2.0
+    node = start_node(domain, dict(TINY, random_weights="dust3r-224-linear", shutdown_timeout=timeout), log)
+    try:
+        wait_log(log, "RANDOM WEIGHTS (dust3r-224-linear)", timeout=60)   # the worker is building it now
+        node.send_signal(signal.SIGINT)
+        rc = node.wait(60)
+    finally:
+        stop(node)
+    text = log.read_text()
+    assert rc == 0, text[-3000:]
+    assert "terminate called" not in text and "Traceback" not in text, text[-3000:]
+    line = _stopped_line(log)
+    assert " 0 unaccounted" in line and "did not stop within" in text, text[-2000:]
