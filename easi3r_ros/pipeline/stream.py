@@ -303,7 +303,7 @@ class StreamProcessor:
 
     # ------------------------------------------------------------------ running jobs
     def _next(self) -> Optional[Job]:
-        """(under the lock) The next job; a reload is the job None, returned as ("reload",)."""
+        """(under the lock) The next job, a ``reload`` of the runner first when one is due; None: nothing to do."""
         sch = self.scheduler
         # a new runner takes over once the segment it was requested in has been flushed
         if self._reload and (sch.ctx_segment == sch.segment or self.runner is None):

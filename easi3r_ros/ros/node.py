@@ -93,6 +93,11 @@ class LogLimiter:
         return False
 
 
+def _unaccounted(counters: Dict[str, int], stats) -> int:
+    """Frames received but neither rejected, published nor dropped (yet): 0 once the stream has stopped."""
+    return counters["received"] - counters["rejected"] - stats.frames_published - stats.frames_dropped
+
+
 class NodeSink(StreamSink):
     """The stream's callbacks, on its worker thread, into the node."""
 
@@ -263,7 +268,7 @@ class Easi3rNode(LifecycleNode):
         st = self.stream.stats
         with self._lock:
             c = dict(self._counters)
-        in_flight = c["received"] - c["rejected"] - st.frames_published - st.frames_dropped
+        in_flight = _unaccounted(c, st)
         self.get_logger().info(
             f"stopped: {c['received']} frames received, {st.frames_published} published, {st.frames_dropped} "
             f"dropped ({st.dropped_by_reason or 'none'}), {c['rejected']} rejected, {in_flight} unaccounted; "
@@ -437,6 +442,8 @@ class Easi3rNode(LifecycleNode):
         if name in own:
             name = DEFAULT_CAMERA_FRAME
         if name != header_frame and header_frame not in self._frame_names:
+            if len(self._frame_names) >= 64:   # a publisher inventing frame ids must not grow this without end
+                self._frame_names.pop(next(iter(self._frame_names)))
             self._frame_names[header_frame] = name
             why = ("one of the node's own frames" if tf_frame_name(header_frame) in own else
                    "tf2 refuses a leading '/', frame parameters refuse spaces" if header_frame else "empty")
@@ -608,7 +615,7 @@ class Easi3rNode(LifecycleNode):
                                world_T_cam=p.world_T_cam, world_T_body=world_T_body, depth_scale=p.depth_scale,
                                window_id=p.window_id, index_in_window=p.index_in_window, moving=moving,
                                pose_covariance=pose_cov, twist=self._twist(p.frame.stamp_ns, world_T_body),
-                               calibration=self._calibration_for(p.result))
+                               calibration=p.frame.camera)
             for o in frame_outputs:
                 msg = o.build(ctx)
                 if msg is not None:
@@ -633,13 +640,6 @@ class Easi3rNode(LifecycleNode):
                 msg = o.build(window)
                 if msg is not None:
                     self._out_pubs[o.key].publish(msg)
-
-    def _calibration_for(self, result):
-        model = self._camera_model
-        h, w = result.mask_camera.shape
-        if model is not None and self._values["use_camera_info"] and (model.width, model.height) == (w, h):
-            return model
-        return None
 
     def _twist(self, stamp_ns: int, world_T_body):
         with self._lock:
@@ -739,7 +739,7 @@ class Easi3rNode(LifecycleNode):
                 snap.update(
                     state=st.state, state_message=st.state_message, frames_published=st.frames_published,
                     frames_dropped=st.frames_dropped, dropped_by_reason=dict(st.dropped_by_reason),
-                    frames_in_flight=c["received"] - c["rejected"] - st.frames_published - st.frames_dropped,
+                    frames_in_flight=_unaccounted(c, st),
                     queue_depth=st.queue_depth, queue_limit=self.stream.config.queue_limit, busy=st.busy,
                     windows_ok=st.windows_ok, windows_failed=st.windows_failed,
                     window_latency_last_s=st.last_latency_s, window_latency_mean_s=st.mean_latency_s,
