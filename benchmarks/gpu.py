@@ -8,10 +8,13 @@ full-size networks for fp32 / bf16 / fp16. Run through ``benchmarks/gpu.sh`` (5-
    fp32 with the fixture tolerances of the test suite (attention statistics and dynamic maps rel. error
    ≤ 1e-4, cluster labels equal, Otsu threshold within 1e-4, masks IoU ≥ 0.99, confidences rtol 2e-4);
    bf16 / fp16 report their errors and the masks' IoU against the CPU's fp32 (aim ≥ 0.99).
-2. Throughput: ``dust3r-512-dpt`` (512x288 input) and ``dust3r-224-linear`` with random recipe-v1 weights
+2. Reduced precision with the shipped trained model (bf16/fp16 against fp32 on the GPU), and the alignment's
+   CUDA-graph steps against eager steps (300 iterations).
+3. Throughput: ``dust3r-512-dpt`` (512x288 input) and ``dust3r-224-linear`` with random recipe-v1 weights
    (speed does not depend on the weights), the ``robot`` preset as the node streams it (W=8, S=4, pairs
-   batched, torch k-means, warm-started alignment), synthetic 640x360 frames: new frames per second in
-   steady state (stride / mean window time after the first window), per-window latency, peak GPU memory.
+   batched, torch k-means; cold alignment as by default, and bf16 warm-started), synthetic 640x360 frames: new
+   frames per second in steady state (stride / mean window time after the first window), per-window latency,
+   stage times, peak GPU memory.
 
 Without CUDA it says so and exits with status 3 (nothing is measured, no report is written).
 Sections that would overrun the budget are skipped and named in the report.
@@ -33,6 +36,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 RAW = ("attn_k_i_mean_raw", "attn_k_i_std_raw", "attn_k_j_mean_raw", "attn_k_j_std_raw")
 FUSED = ("attn_k_i_mean_fused", "attn_k_i_std_fused", "attn_k_j_mean_fused", "attn_k_j_std_fused")
 PRECISIONS = ("fp32", "bf16", "fp16")
+# (precision, warm start): the node's default alignment is cold; warm start is opt-in (README, Performance)
+VARIANTS = (("fp32", False), ("bf16", False), ("fp16", False), ("bf16", True))
 
 
 def _iou(a, b) -> float:
@@ -94,6 +99,79 @@ def agreement(device: str, budget_end: float, names=("tiny_linear_vtest", "tiny_
     return rows
 
 
+def trained_agreement(device: str, budget_end: float) -> list:
+    """The shipped trained model (easi3r-tiny) on a synthetic moving-object window: bf16/fp16 against fp32 on the
+    same device. Random-weight fixtures amplify rounding (their attention statistics vary little between pairs, so
+    the per-pixel std over pairs is mostly rounding noise); a trained network is what a robot runs."""
+    import numpy as np
+
+    from easi3r_ros.eval.scenes import make_window
+    from easi3r_ros.model.checkpoint import load_checkpoint
+    from easi3r_ros.model.default import default_model_path
+    from easi3r_ros.pipeline.window import WindowPipeline, preset_config
+
+    path = default_model_path()
+    if path is None:
+        return [{"fixture": "easi3r-tiny", "skipped": "the shipped weights are not in this checkout"}]
+    net = load_checkpoint(path)[0]
+    scene = make_window(8, size=(288, 384), pan_px=6, object_px=12, noise=1.0, seed=3)
+    rows, base = [], None
+    for precision in PRECISIONS:
+        if time.monotonic() > budget_end:
+            rows.append({"fixture": "easi3r-tiny", "precision": precision, "skipped": "time budget"})
+            continue
+        cfg = preset_config("reference", niter=5, keep_arrays=True, device=device, precision=precision)
+        t = time.perf_counter()
+        out = WindowPipeline(net, cfg).run(scene.frames, frame_ids=range(len(scene.frames))).arrays
+        wall = time.perf_counter() - t
+        if base is None:
+            base = out
+        dyn = max(float(np.abs(out[f"{p}_dynamic_map"] - base[f"{p}_dynamic_map"]).max()
+                        / np.abs(base[f"{p}_dynamic_map"]).max()) for p in ("pass1", "pass2"))
+        iou = min(_iou(a, b) for a, b in zip(out["pass2_dynamic_masks"], base["pass2_dynamic_masks"]))
+        pts = float(np.abs(out["pass2_pred1_pts3d"] - base["pass2_pred1_pts3d"]).max()
+                    / np.abs(base["pass2_pred1_pts3d"]).max())
+        rows.append({"fixture": "easi3r-tiny (trained), synthetic window", "precision": precision,
+                     "dynamic_map_rel_err": dyn, "mask_iou_fp32": iou, "pts_rel_err_fp32": pts,
+                     "pass": iou >= 0.99, "wall_s": wall})
+    return rows
+
+
+def graph_check(device: str, budget_end: float) -> list:
+    """Alignment steps replayed from a CUDA graph against eager steps: the shipped model on a synthetic window,
+    300 cold iterations (the reference schedule), same decodes; poses, depths, final loss and time per step."""
+    import numpy as np
+
+    from easi3r_ros.eval.scenes import make_window
+    from easi3r_ros.model.checkpoint import load_checkpoint
+    from easi3r_ros.model.default import default_model_path
+    from easi3r_ros.pipeline.window import WindowPipeline, preset_config
+
+    path = default_model_path()
+    if path is None or time.monotonic() > budget_end:
+        return [{"skipped": "no shipped weights" if path is None else "time budget"}]
+    net = load_checkpoint(path)[0]
+    scene = make_window(8, size=(288, 384), pan_px=6, object_px=12, noise=1.0, seed=3)
+    runs = {}
+    for graphs in (False, True, True):  # the second graphed run is timed warm
+        pipe = WindowPipeline(net, preset_config("reference", device=device, keep_arrays=True, cuda_graphs=graphs))
+        result = pipe.run(scene.frames, frame_ids=range(len(scene.frames)))
+        runs[graphs] = (result, pipe.stats.windows_graphed)
+    (eager, _), (graphed, n_graphed) = runs[False], runs[True]
+    pe = np.stack([f.cam_to_world for f in eager.frames])
+    pg = np.stack([f.cam_to_world for f in graphed.frames])
+    scale = max(float(np.abs(pe[:, :3, 3]).max()), 1e-9)
+    de = np.stack([f.depth for f in eager.frames])
+    dg = np.stack([f.depth for f in graphed.frames])
+    loss_e = float(eager.arrays["final_loss"]) if "final_loss" in eager.arrays else float("nan")
+    loss_g = float(graphed.arrays["final_loss"]) if "final_loss" in graphed.arrays else float("nan")
+    return [{"graphed_windows": n_graphed, "rotation_max_abs_diff": float(np.abs(pe[:, :3, :3] - pg[:, :3, :3]).max()),
+             "translation_rel_diff": float(np.abs(pe[:, :3, 3] - pg[:, :3, 3]).max() / scale),
+             "depth_rel_diff": float(np.nanmax(np.abs(de - dg) / np.abs(de).clip(1e-9))),
+             "final_loss_eager": loss_e, "final_loss_graphed": loss_g,
+             "align_s_eager": eager.timings["align_s"], "align_s_graphed": graphed.timings["align_s"]}]
+
+
 def _sync(device: str) -> None:
     import torch
 
@@ -102,7 +180,7 @@ def _sync(device: str) -> None:
 
 
 def throughput(device: str, budget_end: float, windows: int,
-               models=(("dust3r-512-dpt", 512), ("dust3r-224-linear", 224))) -> list:
+               models=(("dust3r-512-dpt", 512), ("dust3r-224-linear", 224)), rows=None, on_row=None) -> list:
     import torch
 
     from easi3r_ros.eval.scenes import make_window
@@ -112,8 +190,8 @@ def throughput(device: str, budget_end: float, windows: int,
     w, s = 8, 4
     n = w + s * (windows - 1)
     frames = make_window(n, size=(360, 640), pan_px=6, object_px=12, noise=1.0, seed=0).frames
-    rows = []
     cuda = torch.device(device).type == "cuda"
+    rows = [] if rows is None else rows
     for model, size in models:
         if time.monotonic() > budget_end:
             rows.append({"model": model, "skipped": "time budget"})
@@ -121,16 +199,16 @@ def throughput(device: str, budget_end: float, windows: int,
         t = time.perf_counter()
         net, _ = random_network(model, seed=0)
         load_s = time.perf_counter() - t
-        for precision in PRECISIONS:
+        for precision, warm in VARIANTS:
             if time.monotonic() > budget_end:
-                rows.append({"model": model, "precision": precision, "skipped": "time budget"})
+                rows.append({"model": model, "precision": precision, "warm_start": warm, "skipped": "time budget"})
                 continue
             if cuda:
                 torch.cuda.empty_cache()
                 torch.cuda.reset_peak_memory_stats()
             pipe = WindowPipeline(net, preset_config("robot", image_size=size, device=device, precision=precision,
-                                                     kmeans="torch", pair_batch=8))
-            walls, status = [], "ok"
+                                                     kmeans="torch", pair_batch=8, warm_start=warm))
+            walls, stages, status = [], [], "ok"
             try:
                 for k in range(windows):
                     if time.monotonic() > budget_end:
@@ -139,28 +217,36 @@ def throughput(device: str, budget_end: float, windows: int,
                     ids = list(range(k * s, k * s + w))
                     _sync(device)
                     t = time.perf_counter()
-                    pipe.run([frames[i] for i in ids], frame_ids=ids)
+                    result = pipe.run([frames[i] for i in ids], frame_ids=ids)
                     _sync(device)
                     walls.append(time.perf_counter() - t)
+                    stages.append(result.timings)
             except Exception as exc:  # a failure is a result too
                 status = f"{type(exc).__name__}: {exc}"[:200]
             steady = walls[1:]
             mean = sum(steady) / len(steady) if steady else float("nan")
-            rows.append({"model": model, "precision": precision, "status": status, "first_window_s": walls[0] if walls else None,
+            steady_stages = {k: sum(st[k] for st in stages[1:]) / len(stages[1:]) for k in stages[0]} if len(stages) > 1 else {}
+            rows.append({"model": model, "precision": precision, "warm_start": warm, "stages_s": steady_stages,
+                         "status": status, "first_window_s": walls[0] if walls else None,
                          "steady_window_s": mean, "new_frames_per_s": s / mean if steady else float("nan"),
                          "windows": len(walls), "peak_gpu_mib": torch.cuda.max_memory_allocated() / 2 ** 20 if cuda else float("nan"),
                          "align_iterations": pipe.stats.align_iterations, "pass2_reused": pipe.stats.pass2_reused,
                          "oom_retries": pipe.stats.oom_retries, "load_s": load_s, "W": w, "S": s})
+            if on_row:
+                on_row()
         del net
         if cuda:
             torch.cuda.empty_cache()
     return rows
 
 
-def markdown(info: dict, agree: list, thr: list, total_s: float) -> str:
+def markdown(info: dict, agree: list, trained: list, graphs: list, thr: list, total_s: float, done: bool = True) -> str:
+    state = "" if done else " (run in progress or cut short: sections below may be missing)"
     lines = ["# GPU path", "", f"GPU: **{info['gpu']}** ({info['gpu_memory_gib']:.0f} GiB), CUDA {info['cuda']}, "
-             f"torch {info['torch']}; host: {info['cpu']}, {info['cores']} cores. `benchmarks/gpu.sh`, {total_s:.0f} s.", "",
+             f"torch {info['torch']}; host: {info['cpu']}, {info['cores']} cores. `benchmarks/gpu.sh`, {total_s:.0f} s{state}.", "",
              "## CPU/GPU agreement on the reference fixtures (window pipeline, 5 alignment iterations)", "",
+             "Random recipe-v1 weights as the fixtures name them. fp32 is checked against the original code's arrays with "
+             "the test suite's tolerances; bf16/fp16 report their errors and the masks' IoU against the CPU's fp32.", "",
              "| fixture | precision | attention stats rel. err vs reference | labels equal | Otsu err | mask IoU vs reference (min) "
              "| pass-2 mask IoU vs CPU fp32 (min) | pointmap rel. err vs CPU | result |", "|---|---|---|---|---|---|---|---|---|"]
     for r in agree:
@@ -171,16 +257,41 @@ def markdown(info: dict, agree: list, thr: list, total_s: float) -> str:
             if r["precision"] == "fp32" else ("IoU ≥ 0.99" if r["pass"] else "IoU < 0.99")
         lines.append(f"| {r['fixture']} | {r['precision']} | {r['stat_rel_err']:.2e} | {r['labels_equal']} | "
                      f"{r['otsu_err']:.1e} | {r['mask_iou_ref']:.4f} | {r['mask_iou_cpu']:.4f} | {r['pts_rel_err_cpu']:.1e} | {verdict} |")
-    lines += ["", "## Steady-state streaming (robot preset, W=8, S=4, pairs batched by 8, random recipe-v1 weights)", "",
-              "| model | precision | new frames/s | window latency (steady) | first window | peak GPU memory | status |",
-              "|---|---|---|---|---|---|---|"]
-    for r in thr:
+    lines += ["", "## Reduced precision with the trained model (easi3r-tiny, synthetic 8-frame window, against fp32 on the GPU)", "",
+              "| precision | dynamic map rel. err | pass-2 mask IoU (min over frames) | pointmap rel. err | result |",
+              "|---|---|---|---|---|"]
+    for r in trained:
         if "skipped" in r:
-            lines.append(f"| {r['model']} | {r.get('precision', 'all')} | skipped: {r['skipped']} | | | | |")
+            lines.append(f"| {r.get('precision', '')} | skipped: {r['skipped']} | | | |")
+            continue
+        lines.append(f"| {r['precision']} | {r['dynamic_map_rel_err']:.2e} | {r['mask_iou_fp32']:.4f} | "
+                     f"{r['pts_rel_err_fp32']:.1e} | {'IoU ≥ 0.99' if r['pass'] else 'IoU < 0.99'} |")
+    lines += ["", "## Alignment steps from a CUDA graph against eager steps (easi3r-tiny, synthetic window, 300 iterations)", "",
+              "| windows graphed | rotation max abs diff | translation max rel diff | depth max rel diff | final loss eager / graphed "
+              "| alignment eager | alignment graphed |", "|---|---|---|---|---|---|---|"]
+    for r in graphs:
+        if "skipped" in r:
+            lines.append(f"| skipped: {r['skipped']} | | | | | | |")
+            continue
+        lines.append(f"| {r['graphed_windows']} | {r['rotation_max_abs_diff']:.1e} | {r['translation_rel_diff']:.1e} | "
+                     f"{r['depth_rel_diff']:.1e} | {r['final_loss_eager']:.6f} / {r['final_loss_graphed']:.6f} | "
+                     f"{r['align_s_eager']:.2f} s | {r['align_s_graphed']:.2f} s |")
+    lines += ["", "## Steady-state streaming (robot preset, W=8, S=4, pairs batched by 8, random recipe-v1 weights, "
+              "640x360 synthetic frames)", "",
+              "| model | precision | alignment | new frames/s | window latency (steady) | first window | peak GPU memory | "
+              "steady window: encode / pass 1 / masks 1 / pass 2 / masks 2 / align / outputs (s) | status |",
+              "|---|---|---|---|---|---|---|---|---|"]
+    for r in thr:
+        warm = "warm start" if r.get("warm_start") else "cold (default)"
+        if "skipped" in r:
+            lines.append(f"| {r['model']} | {r.get('precision', 'all')} | {warm} | skipped: {r['skipped']} | | | | | |")
             continue
         first = f"{r['first_window_s']:.2f} s" if r["first_window_s"] is not None else "–"
-        lines.append(f"| {r['model']} | {r['precision']} | **{r['new_frames_per_s']:.2f}** | {r['steady_window_s']:.2f} s | "
-                     f"{first} | {r['peak_gpu_mib'] / 1024:.1f} GiB | {r['status']} |")
+        st = r.get("stages_s") or {}
+        stages = " / ".join(f"{st[k]:.3f}" for k in ("encode_s", "pass1_s", "masks1_s", "pass2_s", "masks2_s", "align_s",
+                                                       "outputs_s") if k in st)
+        lines.append(f"| {r['model']} | {r['precision']} | {warm} | **{r['new_frames_per_s']:.2f}** | {r['steady_window_s']:.2f} s | "
+                     f"{first} | {r['peak_gpu_mib'] / 1024:.1f} GiB | {stages} | {r['status']} |")
     return "\n".join(lines) + "\n"
 
 
@@ -190,6 +301,9 @@ def main(argv=None) -> int:
     ap.add_argument("--budget-s", type=float, default=290.0, help="stop starting new sections after this long")
     ap.add_argument("--device", default="cuda")
     ap.add_argument("--windows", type=int, default=5, help="windows per throughput run (the first is not counted)")
+    ap.add_argument("--sections", default="agreement,trained,graphs,throughput",
+                    help="comma-separated subset of agreement, trained, graphs, throughput")
+    ap.add_argument("--models", default="dust3r-512-dpt:512,dust3r-224-linear:224", help="throughput models, name:size")
     ap.add_argument("--check-on-cpu", action="store_true",
                     help="exercise this script on the CPU with tiny models (a check of the script, not a measurement)")
     args = ap.parse_args(argv)
@@ -199,10 +313,12 @@ def main(argv=None) -> int:
         torch.set_num_threads(1)
         t0 = time.monotonic()
         agree = agreement("cpu", t0 + 600, names=("tiny_linear_vtest",))
+        trained = trained_agreement("cpu", t0 + 600)
+        graphs = graph_check("cpu", t0 + 600)
         thr = throughput("cpu", t0 + 600, 2, models=(("tiny-224-linear", 224),))
         info = {"gpu": "none (--check-on-cpu)", "gpu_memory_gib": 0.0, "cuda": None, "torch": torch.__version__,
                 "cpu": "this machine", "cores": os.cpu_count()}
-        print(markdown(info, agree, thr, time.monotonic() - t0))
+        print(markdown(info, agree, trained, graphs, thr, time.monotonic() - t0))
         return 0
 
     if not torch.cuda.is_available():
@@ -216,13 +332,30 @@ def main(argv=None) -> int:
 
     props = torch.cuda.get_device_properties(torch.device(args.device))
     info = dict(machine(), gpu=props.name, gpu_memory_gib=props.total_memory / 2 ** 30, cuda=torch.version.cuda)
-    agree = agreement(args.device, t0 + 0.4 * args.budget_s)
-    thr = throughput(args.device, end, args.windows)
-    total = time.monotonic() - t0
+    agree, trained, graphs, thr = [], [], [], []
+    sections = set(args.sections.split(","))
+    models = tuple((m.split(":")[0], int(m.split(":")[1])) for m in args.models.split(","))
     args.report.parent.mkdir(parents=True, exist_ok=True)
-    args.report.write_text(markdown(info, agree, thr, total))
-    args.report.with_suffix(".json").write_text(json.dumps({"machine": info, "agreement": agree, "throughput": thr,
-                                                            "total_s": total}, indent=1, default=str))
+
+    def write(done: bool = False) -> None:  # after every section: a run cut short keeps what it measured
+        total = time.monotonic() - t0
+        args.report.write_text(markdown(info, agree, trained, graphs, thr, total, done))
+        args.report.with_suffix(".json").write_text(json.dumps(
+            {"machine": info, "agreement": agree, "trained_agreement": trained, "graph_check": graphs, "throughput": thr,
+             "total_s": total, "complete": done}, indent=1, default=str))
+
+    if "agreement" in sections:
+        agree += agreement(args.device, t0 + 0.3 * args.budget_s)
+        write()
+    if "trained" in sections:
+        trained += trained_agreement(args.device, t0 + 0.35 * args.budget_s)
+        write()
+    if "graphs" in sections:
+        graphs += graph_check(args.device, t0 + 0.4 * args.budget_s)
+        write()
+    if "throughput" in sections:
+        throughput(args.device, end, args.windows, models=models, rows=thr, on_row=write)
+    write(done=True)
     print(args.report.read_text())
     return 0
 

@@ -275,6 +275,32 @@ def test_fused_pairwise_loss_equals_autograd():
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5 * float(b.abs().max()))
 
 
+def test_split_reduction_of_the_similarity_gradient_equals_the_plain_one():
+    """The CUDA path of the fused loss (HW split into chunks for the 3x4 similarity gradient), forced on the CPU."""
+    al = small_problem(1)
+    v1, g1 = grads(al, al.alignment_loss)
+    hw = al.pairwise.side_i.pts.shape[-1]
+    for side in (al.pairwise.side_i, al.pairwise.side_j):
+        assert side.split is None            # the CPU keeps the plain bmm
+        side.split = next(c for c in (64, 32, 16, 8) if hw % c == 0 and hw > c)
+    v2, g2 = grads(al, al.alignment_loss)
+    assert abs(v1 / v2 - 1) < 1e-6
+    for a, b in zip(g1, g2):
+        if a is not None:
+            torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6 * float(b.abs().max()))
+
+
+def test_graph_steps_are_eager_off_cuda():
+    """cuda_graph is a no-op on the CPU: the same steps, the path says eager."""
+    a, b = small_problem(1), small_problem(1)
+    a.init_mst()
+    b.init_mst()
+    ca, _ = a.optimize(niter=12, cuda_graph=True)
+    cb, _ = b.optimize(niter=12, cuda_graph=False)
+    assert a.optimizer_path == b.optimizer_path == "eager"
+    np.testing.assert_array_equal(ca, cb)
+
+
 def test_fused_flow_loss_equals_autograd():
     al = small_problem(2, flow=True)
     v1, g1 = grads(al, al.flow_term)

@@ -103,3 +103,28 @@ def test_token_mask_maxpool():
     assert tm.mean() >= a["pass1_dynamic_masks"].mean()
     with pytest.raises(SegmentationError, match="multiple"):
         token_mask(np.zeros((1, 20, 32), bool))
+
+
+@pytest.mark.fixtures
+def test_torch_kmeanspp_init_on_the_device():
+    """The device-side k-means++ (used on CUDA): another draw of the same algorithm — deterministic for a seed,
+    distinct data points as centres, and Lloyd from it reaches the inertia of scikit-learn's start (±3 %)."""
+    from easi3r_ros.motion.segmentation import torch_kmeans, torch_kmeanspp_init
+
+    feat = torch.from_numpy(arrays(PIPELINE_FIXTURES[0])["encoder_feat"]).float()
+    x = feat.reshape(-1, feat.shape[-1])
+    xc = x - x.mean(0)
+    c1, c2 = torch_kmeanspp_init(xc, 64, seed=0), torch_kmeanspp_init(xc, 64, seed=0)
+    assert torch.equal(c1, c2) and len(torch.unique(c1, dim=0)) == 64
+    assert (c1[:, None, :] == xc[None]).all(-1).any(1).all()   # each centre is a data point
+
+    def inertia(labels):
+        labels = torch.as_tensor(labels)
+        centres = torch.zeros(64, x.shape[1]).index_add_(0, labels, x) / torch.bincount(labels, minlength=64).clamp_min(1)[:, None]
+        return float(((x - centres[labels]) ** 2).sum())
+
+    ref = inertia(torch_kmeans(x, 64, init="sklearn"))
+    for seed in (0, 1, 2):
+        assert inertia(torch_kmeans(x, 64, seed=seed, init="torch")) <= 1.03 * ref
+    with pytest.raises(SegmentationError):
+        torch_kmeans(x, 64, init="random")

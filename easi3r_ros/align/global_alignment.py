@@ -39,6 +39,7 @@ from .clean import clean_confidence
 from .flow import FlowConfig, FusedFlowLoss, flow_loss
 from .geometry import (as_tensor, depth_to_cam_points, geotrf, intrinsics_matrix, pixel_grid,
                        pose_params_to_matrix)
+from .adam_steps import AdamSteps
 from .init import BASE_SCALE, InitParams, MSTResult, init_from_mst, mst_init
 from .loss import PairwiseLoss
 from .sim3 import apply_sim3_to_poses, estimate_window_sim3
@@ -71,6 +72,7 @@ class AlignmentResult:
     timings: Dict[str, float] = field(default_factory=dict)
     warm_frames: List[int] = field(default_factory=list)  # frames initialised from a previous solution
     stopped_early: bool = False                            # the loss stopped improving before niter
+    optimizer: str = "eager"                               # "cuda-graph" when the steps were replayed
 
     @property
     def iterations(self) -> int:
@@ -217,6 +219,7 @@ class GlobalAligner:
         self.edge_params = torch.zeros((self.n_edges, 8), device=self.device)
         self.edge_params[:, 3] = 1
         self.mst: Optional[MSTResult] = None
+        self.optimizer_path = "eager"   # or "cuda-graph" (see optimize)
 
     # ---------------------------------------------------------------- variables
     def parameters(self) -> List[torch.Tensor]:
@@ -355,41 +358,38 @@ class GlobalAligner:
     # ---------------------------------------------------------------- optimise
     def optimize(self, niter: int = 300, lr: float = 0.01, lr_min: float = 1e-3,
                  callback=None, patience: int = 0,
-                 rel_tol: float = 0.0, warmup: int = 0) -> Tuple[np.ndarray, np.ndarray]:
+                 rel_tol: float = 0.0, warmup: int = 0, cuda_graph: bool = True) -> Tuple[np.ndarray, np.ndarray]:
         """``niter`` Adam steps. With ``patience`` > 0 it stops once the best loss has not improved by more
         than ``rel_tol`` (relative) for ``patience`` steps, and the variables are left at the best state seen
         (the curve ends where it stopped). Adam's first steps move every variable by about the learning rate,
         so a warm start's loss can rise before it falls: the best state, not the last, is kept, and ``warmup``
-        > 0 ramps the learning rate up linearly over that many first steps (the early stop counts from there)."""
+        > 0 ramps the learning rate up linearly over that many first steps (the early stop counts from there).
+        ``cuda_graph``: on CUDA without the flow term (whose gate reads the loss), steps are replayed from a
+        CUDA graph (:mod:`.adam_steps`); the path taken is left in :attr:`optimizer_path`."""
         # gradients are needed here even when the caller runs under torch.no_grad() (inference code does)
         with torch.enable_grad():
             params = self.parameters()
             for p in params:
                 p.requires_grad_(True)
-            opt = torch.optim.Adam(params, lr=lr, betas=(0.9, 0.9))
-            sched = linear_lr
+            steps = AdamSteps(params, lambda: self.loss(it, niter), lr, keep_before=patience > 0,
+                              graph=cuda_graph and self.flow is None)
             curve = np.zeros((niter, 2), np.float64)
             used = np.zeros(niter, bool)
             best, best_loss, since = None, math.inf, 0
             for it in range(niter):
-                cur_lr = sched(it / niter, lr, lr_min)
+                cur_lr = linear_lr(it / niter, lr, lr_min)
                 if it < warmup:
                     cur_lr *= (it + 1) / warmup
-                for g in opt.param_groups:
-                    g["lr"] = cur_lr
-                state = [p.detach().clone() for p in params] if patience > 0 else None
-                opt.zero_grad(set_to_none=True)
-                loss, used[it] = self.loss(it, niter)
-                loss.backward()
-                opt.step()
-                curve[it] = float(loss.detach()), cur_lr
+                steps.set_lr(cur_lr)
+                curve[it, 0], used[it] = steps.step()
+                curve[it, 1] = cur_lr
                 if callback is not None:
                     callback(it, curve[it, 0])
                 if patience > 0:
-                    if curve[it, 0] < best_loss:   # the loss of `state`, the variables before this step
+                    if curve[it, 0] < best_loss:   # the loss of the variables before this step
                         if curve[it, 0] < best_loss - rel_tol * abs(best_loss):
                             since = it
-                        best, best_loss = state, curve[it, 0]
+                        best, best_loss = steps.state_before(), curve[it, 0]
                     if it - max(since, warmup) >= patience:
                         curve, used = curve[:it + 1], used[:it + 1]
                         break
@@ -397,6 +397,7 @@ class GlobalAligner:
                 with torch.no_grad():
                     for p, b in zip(params, best):
                         p.copy_(b)
+            self.optimizer_path = steps.path
         for p in params:
             p.requires_grad_(False)
         return curve, used
@@ -415,9 +416,9 @@ class GlobalAligner:
 
     def run(self, niter: int = 300, lr: float = 0.01, lr_min: float = 1e-3,
             stale_focal: bool = True, clean: bool = True, callback=None, warm: Optional[WarmStart] = None,
-            patience: int = 0, rel_tol: float = 0.0, warmup: int = 0) -> AlignmentResult:
-        """MST initialisation (warm-started from ``warm`` when given), up to `niter` Adam steps (early stop:
-        see :meth:`optimize`), outputs (and the cleaned confidence when `clean`)."""
+            patience: int = 0, rel_tol: float = 0.0, warmup: int = 0, cuda_graph: bool = True) -> AlignmentResult:
+        """MST initialisation (warm-started from ``warm`` when given), up to `niter` Adam steps (early stop
+        and CUDA graphs: see :meth:`optimize`), outputs (and the cleaned confidence when `clean`)."""
         t0 = time.perf_counter()
         if warm is not None and len(warm.frames):
             self.init_warm(warm, stale_focal=stale_focal)
@@ -428,7 +429,7 @@ class GlobalAligner:
         init = self.snapshot(points=False)
         t1 = time.perf_counter()
         curve, used = self.optimize(niter, lr, lr_min, callback=callback, patience=patience,
-                                    rel_tol=rel_tol, warmup=warmup)
+                                    rel_tol=rel_tol, warmup=warmup, cuda_graph=cuda_graph)
         t2 = time.perf_counter()
         out = self.snapshot()
         n = self.n_frames
@@ -446,7 +447,7 @@ class GlobalAligner:
             flow_active=used, conf_clean=conf_clean, mst_tree_edges=list(self.mst.tree_edges),
             mst_pnp_frames=list(self.mst.pnp_frames),
             warm_frames=[] if warm is None else [int(k) for k in warm.frames], stopped_early=len(curve) < niter,
-            timings={"init_s": t1 - t0, "optimize_s": t2 - t1, "clean_s": t3 - t2})
+            timings={"init_s": t1 - t0, "optimize_s": t2 - t1, "clean_s": t3 - t2}, optimizer=self.optimizer_path)
 
 
 def align_window(pred1_pts: ArrayLike, pred1_conf: ArrayLike, pred2_pts: ArrayLike, pred2_conf: ArrayLike,
@@ -455,7 +456,8 @@ def align_window(pred1_pts: ArrayLike, pred1_conf: ArrayLike, pred2_pts: ArrayLi
                  min_conf_thr: float = 2.5, niter_pnp: int = 10, clean: bool = True,
                  callback=None, intrinsics: Optional[Tuple[float, float, float, float]] = None,
                  pnp_conf_quantile: Optional[float] = None, warm: Optional[WarmStart] = None,
-                 patience: int = 0, rel_tol: float = 0.0, warmup: int = 0) -> AlignmentResult:
+                 patience: int = 0, rel_tol: float = 0.0, warmup: int = 0,
+                 cuda_graph: bool = True) -> AlignmentResult:
     """MST initialisation + Adam optimisation of one window's pairwise pointmaps (spec §9).
 
     flow: None or a dict with `flow_ij`, `flow_ji` (E, 2, H, W), `static_masks` (N, H, W) bool (or
@@ -463,9 +465,10 @@ def align_window(pred1_pts: ArrayLike, pred1_conf: ArrayLike, pred2_pts: ArrayLi
     intrinsics: None (one shared focal is estimated, principal point at the centre) or the calibrated
     (fx, fy, cx, cy) in network pixels, held fixed. pnp_conf_quantile: see WindowConfig. warm, patience,
     rel_tol, warmup: warm start, early stop and learning-rate warm-up (see the module doc; not part of the reference, off by default).
+    cuda_graph: on CUDA, replay the steps from a CUDA graph (same steps, less launch overhead; :mod:`.adam_steps`).
     """
     aligner = GlobalAligner(pred1_pts, pred1_conf, pred2_pts, pred2_conf, edges, n_frames, flow=flow,
                             device=device, min_conf_thr=min_conf_thr, niter_pnp=niter_pnp, intrinsics=intrinsics,
                             pnp_conf_quantile=pnp_conf_quantile)
     return aligner.run(niter=niter, lr=lr, lr_min=lr_min, clean=clean, callback=callback,
-                       warm=warm, patience=patience, rel_tol=rel_tol, warmup=warmup)
+                       warm=warm, patience=patience, rel_tol=rel_tol, warmup=warmup, cuda_graph=cuda_graph)

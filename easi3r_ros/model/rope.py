@@ -29,9 +29,10 @@ class RoPE2D(nn.Module):
             # float32 tables computed the way the reference does, then cast (bit-compatible in fp32)
             inv_freq = 1.0 / (self.base ** (torch.arange(0, half_dim, 2, device=device).float() / half_dim))
             t = torch.arange(n_pos, device=device, dtype=inv_freq.dtype)
-            freqs = torch.einsum("i,j->ij", t, inv_freq).to(dtype)
+            freqs = torch.einsum("i,j->ij", t, inv_freq)
             freqs = torch.cat((freqs, freqs), dim=-1)
-            self._cache[key] = (freqs.cos(), freqs.sin())
+            # angles and their cos/sin in fp32, then cast: a bf16 angle of 30 rad is off by up to 0.06 rad
+            self._cache[key] = (freqs.cos().to(dtype), freqs.sin().to(dtype))
         return self._cache[key]
 
     @staticmethod

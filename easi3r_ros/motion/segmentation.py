@@ -126,8 +126,35 @@ def sklearn_kmeanspp_init(xc: np.ndarray, n_clusters: int, random_state: int = D
     return centers
 
 
+def torch_kmeanspp_init(xc: torch.Tensor, n_clusters: int, seed: int = DEFAULT_SEED) -> torch.Tensor:
+    """Greedy k-means++ (the variant scikit-learn uses: 2 + ln k candidates per centre, the one that lowers
+    the potential most is kept) on ``xc``'s device with torch's generator: the same algorithm, another draw.
+    On a GPU the host round trip and scikit-learn's float64 distances cost more than the whole Lloyd loop."""
+    n = xc.shape[0]
+    gen = torch.Generator(device=xc.device).manual_seed(int(seed))
+    trials = 2 + int(np.log(n_clusters))
+    x_sq = (xc * xc).sum(1)
+
+    def sqdist(rows):  # (m, n) squared distances of xc[rows] to every point
+        c = xc[rows]
+        return ((c * c).sum(1)[:, None] - 2 * c @ xc.T + x_sq[None, :]).clamp_min_(0)
+
+    first = torch.randint(n, (1,), generator=gen, device=xc.device)
+    ids = [first]
+    closest = sqdist(first)[0]
+    for _ in range(1, n_clusters):
+        cum = torch.cumsum(closest.double(), 0)
+        draws = torch.rand(trials, generator=gen, device=xc.device, dtype=torch.float64) * cum[-1]
+        cand = torch.searchsorted(cum, draws).clamp_max_(n - 1)
+        dist = torch.minimum(closest[None, :], sqdist(cand))
+        best = torch.argmin(dist.sum(1))
+        ids.append(cand[best].reshape(1))
+        closest = dist[best]
+    return xc[torch.cat(ids)].clone()
+
+
 def torch_kmeans(x: torch.Tensor, n_clusters: int, seed: int = DEFAULT_SEED, max_iter: int = 300,
-                 tol: float = 1e-4) -> torch.Tensor:
+                 tol: float = 1e-4, init: str = "auto") -> torch.Tensor:
     """k-means in torch (Lloyd iterations on x's device) from scikit-learn's own k-means++ initial centres.
 
     Mirrors scikit-learn's default ``KMeans`` (centred data, same k-means++ draw for ``seed``, Lloyd,
@@ -135,14 +162,26 @@ def torch_kmeans(x: torch.Tensor, n_clusters: int, seed: int = DEFAULT_SEED, max
     distances and means are float32 torch reductions in another order, so a near-tie can resolve
     differently and the labels are not guaranteed identical to the reference. An empty cluster keeps
     its previous centre (scikit-learn moves it to a far point). Returns labels (n,) int64.
+
+    ``init``: "sklearn" (scikit-learn's own draw, on the host), "torch" (:func:`torch_kmeanspp_init` on x's
+    device), "auto" (torch on CUDA, scikit-learn elsewhere).
     """
     n = x.shape[0]
     k = int(min(n_clusters, n))
-    # centre exactly as scikit-learn does (numpy float32), then move to x's device
-    xc = np.array(x.detach().cpu().numpy(), dtype=np.float32, order="C", copy=True)
-    xc -= xc.mean(axis=0)
-    c = torch.from_numpy(sklearn_kmeanspp_init(xc, k, seed)).to(x.device)
-    xf = torch.from_numpy(xc).to(x.device)
+    if init == "auto":
+        init = "torch" if x.device.type == "cuda" else "sklearn"
+    if init == "torch":
+        xf = x.detach().float()
+        xf = xf - xf.mean(0)
+        c = torch_kmeanspp_init(xf, k, seed)
+    elif init == "sklearn":
+        # centre exactly as scikit-learn does (numpy float32), then move to x's device
+        xc = np.array(x.detach().cpu().numpy(), dtype=np.float32, order="C", copy=True)
+        xc -= xc.mean(axis=0)
+        c = torch.from_numpy(sklearn_kmeanspp_init(xc, k, seed)).to(x.device)
+        xf = torch.from_numpy(xc).to(x.device)
+    else:
+        raise SegmentationError(f"unknown k-means initialisation {init!r} (use 'auto', 'sklearn' or 'torch')")
     tol_abs = float(tol) * float(xf.var(0, unbiased=False).mean())
     x_sq = (xf * xf).sum(1, keepdim=True)
 
