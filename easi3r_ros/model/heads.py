@@ -20,7 +20,8 @@ def activate_outputs(raw: torch.Tensor, depth_mode, conf_mode) -> Tuple[torch.Te
     if mode == "linear":
         pts = xyz
     else:
-        d = xyz.norm(dim=-1, keepdim=True)
+        x, y, z = xyz.unbind(-1)   # torch's norm over this strided 3-vector axis is ~90x slower on the CPU
+        d = (x * x + y * y + z * z).sqrt().unsqueeze(-1)
         direction = xyz / d.clip(min=1e-8)
         pts = direction * (torch.expm1(d) if mode == "exp" else d.square())
     cmode, vmin, vmax = conf_mode

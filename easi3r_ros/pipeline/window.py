@@ -404,7 +404,7 @@ class WindowPipeline:
                                    callback=lambda it, loss: (self._check_stop(), bar and bar.update(1)),
                                    warm=warm, patience=cfg.early_stop_patience if warm is not None else 0,
                                    rel_tol=cfg.early_stop_rel, warmup=cfg.warm_lr_warmup if warm is not None else 0,
-                                   cuda_graph=cfg.cuda_graphs)
+                                   cuda_graph=cfg.cuda_graphs, clean=False)  # conf_clean: not an output here
         self.stats.align_iterations += aligned.iterations
         self.stats.windows_warm += warm is not None
         self.stats.windows_graphed += aligned.optimizer == "cuda-graph"
