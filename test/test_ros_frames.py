@@ -299,3 +299,33 @@ def test_tf_buffer_ignores_transforms_with_invalid_rotations():
     buf = TfBuffer()
     buf.add_message(TFMessage(transforms=[zero, nan, good]))
     assert buf.invalid == 2 and buf.parent_of("base_link") == "odom" and buf.parent_of("other") is None
+
+
+def test_tf2_ros_parents_are_parsed_at_most_once_per_cache_period(monkeypatch):
+    """With tf2_ros the parent comes from the whole tree as YAML: asked for every published frame, it is parsed
+    at most once per PARENT_CACHE_S (a fake tf2 buffer counts the calls)."""
+    from easi3r_ros.ros import tf as tf_mod
+
+    class FakeTf2Buffer:
+        calls = 0
+        tree = "cam: {parent: 'base_link'}\nbase_link: {parent: 'odom'}\n"
+
+        def all_frames_as_yaml(self):
+            FakeTf2Buffer.calls += 1
+            return self.tree
+
+    listener = tf_mod.TfListener.__new__(tf_mod.TfListener)
+    listener.backend, listener.buffer = "tf2_ros", FakeTf2Buffer()
+    listener._frames, listener._frames_at = {}, None
+    now = [100.0]
+    monkeypatch.setattr(tf_mod.time, "monotonic", lambda: now[0])
+    assert [listener.parent_of(f) for f in ("cam", "/base_link", "odom")] == ["base_link", "odom", None]
+    assert FakeTf2Buffer.calls == 1
+    FakeTf2Buffer.tree = "cam: {parent: 'mount'}\n"
+    now[0] += tf_mod.PARENT_CACHE_S / 2
+    assert listener.parent_of("cam") == "base_link" and FakeTf2Buffer.calls == 1
+    now[0] += tf_mod.PARENT_CACHE_S
+    assert listener.parent_of("cam") == "mount" and FakeTf2Buffer.calls == 2
+    FakeTf2Buffer.tree = "- a\n- b\n"
+    now[0] += 2 * tf_mod.PARENT_CACHE_S
+    assert listener.parent_of("cam") is None

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import bisect
 import threading
+import time
 from typing import Dict, Iterable, List, Optional, Tuple
 
 import numpy as np
@@ -240,6 +241,9 @@ def interpolate(a: np.ndarray, b: np.ndarray, f: float) -> np.ndarray:
     return out
 
 
+PARENT_CACHE_S = 1.0
+
+
 class TfListener:
     """``lookup(target, source, stamp_ns)`` and ``parent_of(child)`` over the live TF tree: tf2_ros's Buffer
     and TransformListener where installed, otherwise a :class:`TfBuffer` fed by our own /tf and /tf_static
@@ -247,6 +251,8 @@ class TfListener:
 
     def __init__(self, node, use_tf2_ros: bool = True, cache_s: float = 10.0):
         self.node = node
+        self._frames: Dict[str, dict] = {}           # tf2_ros backend: the parsed tree (parent_of)
+        self._frames_at: Optional[float] = None
         if use_tf2_ros and _tf2_ros is not None:
             from rclpy.duration import Duration
             self.backend = "tf2_ros"
@@ -275,9 +281,14 @@ class TfListener:
     def parent_of(self, child: str) -> Optional[str]:
         if self.backend == "builtin":
             return self.buffer.parent_of(child)
-        import yaml
-        frames = yaml.safe_load(self.buffer.all_frames_as_yaml()) or {}
-        entry = frames.get(child.lstrip("/")) if isinstance(frames, dict) else None
+        # tf2_ros exposes parents only through the whole tree as YAML: parse it at most once per
+        # PARENT_CACHE_S (the node asks for each published frame; a parent rarely changes)
+        now = time.monotonic()
+        if self._frames_at is None or now - self._frames_at > PARENT_CACHE_S:
+            import yaml
+            frames = yaml.safe_load(self.buffer.all_frames_as_yaml()) or {}
+            self._frames, self._frames_at = (frames if isinstance(frames, dict) else {}), now
+        entry = self._frames.get(child.lstrip("/"))
         return entry.get("parent") if isinstance(entry, dict) else None
 
     def close(self) -> None:
