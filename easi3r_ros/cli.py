@@ -71,7 +71,7 @@ def _add_run(sub) -> None:
                         "pair's images, on static pixels)")
     p.add_argument("--warm-start", action="store_true",
                    help="with --window: start each window's alignment from the previous solution, with an early "
-                        "stop (about 4x less work per new frame; poses 1-8 %% worse on the synthetic benchmark)")
+                        "stop (about 4.5x less work per new frame; ATE about 5 %% worse on the synthetic benchmark)")
     p.add_argument("--pair-batch", type=_positive, help="ordered pairs per network call (default 1 on the CPU, 8 on "
                    "CUDA; halved when the GPU runs out of memory)")
     p.add_argument("--niter", type=_positive, help="global-alignment iterations (default 300)")

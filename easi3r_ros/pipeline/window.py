@@ -116,8 +116,8 @@ class WindowConfig:
 
 PRESETS = {
     "reference": WindowConfig(),
-    # warm_start is opt-in: 4x less work per new frame, but ATE +1 % (W=8, S=4) to +8 % (W=6, S=2) against
-    # the cold alignment on the synthetic benchmark (benchmarks/results/streaming), above the 2 % aim
+    # warm_start is opt-in: 4.4-4.6x less work per new frame, but ATE +5 % (W=8, S=4 and W=6, S=2; 10 sequences)
+    # against the cold alignment on the synthetic benchmark (benchmarks/results/streaming), above the 2 % aim
     "robot": WindowConfig(motion_guard=True, pnp_conf_quantile=0.5, reuse_pass2=True),
 }
 
