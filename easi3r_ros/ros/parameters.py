@@ -91,7 +91,7 @@ PARAMS: List[ParamSpec] = [
               "runs out of GPU memory is retried at half the size, then the window is counted as failed",
               "pipeline", range=(0, 256)),
     ParamSpec("warm_start", False, "robot preset: start each window's alignment from the previous window's "
-              "solution, with an early stop (about 4x less work per new frame; poses measured 1-8 % worse, see "
+              "solution, with an early stop (about 4.5x less work per new frame; ATE measured about 5 % worse, see "
               "README Performance)", "pipeline"),
     ParamSpec("torch_threads", 0, "CPU threads torch may use (0: torch's default)", "pipeline", range=(0, 256)),
     ParamSpec("image_size", 0, "network input size: 224 or 512 (0: the model's own)", "pipeline",
