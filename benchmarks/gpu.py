@@ -99,22 +99,29 @@ def agreement(device: str, budget_end: float, names=("tiny_linear_vtest", "tiny_
     return rows
 
 
+def _shipped_model_and_scene():
+    """(easi3r-tiny, an 8-frame synthetic window with a moving object), or (None, None) without the weights."""
+    from easi3r_ros.eval.scenes import make_window
+    from easi3r_ros.model.checkpoint import load_checkpoint
+    from easi3r_ros.model.default import default_model_path
+
+    path = default_model_path()
+    if path is None:
+        return None, None
+    return load_checkpoint(path)[0], make_window(8, size=(288, 384), pan_px=6, object_px=12, noise=1.0, seed=3)
+
+
 def trained_agreement(device: str, budget_end: float) -> list:
     """The shipped trained model (easi3r-tiny) on a synthetic moving-object window: bf16/fp16 against fp32 on the
     same device. Random-weight fixtures amplify rounding (their attention statistics vary little between pairs, so
     the per-pixel std over pairs is mostly rounding noise); a trained network is what a robot runs."""
     import numpy as np
 
-    from easi3r_ros.eval.scenes import make_window
-    from easi3r_ros.model.checkpoint import load_checkpoint
-    from easi3r_ros.model.default import default_model_path
     from easi3r_ros.pipeline.window import WindowPipeline, preset_config
 
-    path = default_model_path()
-    if path is None:
+    net, scene = _shipped_model_and_scene()
+    if net is None:
         return [{"fixture": "easi3r-tiny", "skipped": "the shipped weights are not in this checkout"}]
-    net = load_checkpoint(path)[0]
-    scene = make_window(8, size=(288, 384), pan_px=6, object_px=12, noise=1.0, seed=3)
     rows, base = [], None
     for precision in PRECISIONS:
         if time.monotonic() > budget_end:
@@ -142,16 +149,13 @@ def graph_check(device: str, budget_end: float) -> list:
     300 cold iterations (the reference schedule), same decodes; poses, depths, final loss and time per step."""
     import numpy as np
 
-    from easi3r_ros.eval.scenes import make_window
-    from easi3r_ros.model.checkpoint import load_checkpoint
-    from easi3r_ros.model.default import default_model_path
     from easi3r_ros.pipeline.window import WindowPipeline, preset_config
 
-    path = default_model_path()
-    if path is None or time.monotonic() > budget_end:
-        return [{"skipped": "no shipped weights" if path is None else "time budget"}]
-    net = load_checkpoint(path)[0]
-    scene = make_window(8, size=(288, 384), pan_px=6, object_px=12, noise=1.0, seed=3)
+    if time.monotonic() > budget_end:
+        return [{"skipped": "time budget"}]
+    net, scene = _shipped_model_and_scene()
+    if net is None:
+        return [{"skipped": "no shipped weights"}]
     runs = {}
     for graphs in (False, True, True):  # the second graphed run is timed warm
         pipe = WindowPipeline(net, preset_config("reference", device=device, keep_arrays=True, cuda_graphs=graphs))
@@ -163,8 +167,7 @@ def graph_check(device: str, budget_end: float) -> list:
     scale = max(float(np.abs(pe[:, :3, 3]).max()), 1e-9)
     de = np.stack([f.depth for f in eager.frames])
     dg = np.stack([f.depth for f in graphed.frames])
-    loss_e = float(eager.arrays["final_loss"]) if "final_loss" in eager.arrays else float("nan")
-    loss_g = float(graphed.arrays["final_loss"]) if "final_loss" in graphed.arrays else float("nan")
+    loss_e, loss_g = float(eager.arrays["final_loss"]), float(graphed.arrays["final_loss"])
     return [{"graphed_windows": n_graphed, "rotation_max_abs_diff": float(np.abs(pe[:, :3, :3] - pg[:, :3, :3]).max()),
              "translation_rel_diff": float(np.abs(pe[:, :3, 3] - pg[:, :3, 3]).max() / scale),
              "depth_rel_diff": float(np.nanmax(np.abs(de - dg) / np.abs(de).clip(1e-9))),

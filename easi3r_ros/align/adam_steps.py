@@ -34,7 +34,7 @@ class AdamSteps:
         self.loss_fn = loss_fn
         self.keep_before = keep_before
         self.graph = graph and params[0].device.type == "cuda"
-        self.path = "cuda-graph" if self.graph else "eager"
+        self._capture_failed: Optional[str] = None
         self._before: Optional[List[torch.Tensor]] = None
         self._steps = 0
         self._captured: Optional[torch.cuda.CUDAGraph] = None
@@ -43,9 +43,17 @@ class AdamSteps:
             self._lr = torch.tensor(float(lr), dtype=torch.float32, device=params[0].device)
             self.opt = torch.optim.Adam(params, lr=self._lr, betas=BETAS, capturable=True)
             self._before_buf = [torch.empty_like(p) for p in params]
+            self._side = torch.cuda.Stream()         # the eager steps before the capture run on it
         else:
             self._lr = None
             self.opt = torch.optim.Adam(params, lr=lr, betas=BETAS)
+
+    @property
+    def path(self) -> str:
+        """"cuda-graph" once steps are replayed from a capture, else "eager" (with why, if the capture failed)."""
+        if self._captured is not None:
+            return "cuda-graph"
+        return f"eager (capture failed: {self._capture_failed})" if self._capture_failed else "eager"
 
     def set_lr(self, lr: float) -> None:
         if self._lr is not None:
@@ -87,12 +95,11 @@ class AdamSteps:
             loss, used = self._eager()
             return float(loss.detach()), used
         if self._captured is None and self._steps <= EAGER_BEFORE_CAPTURE:
-            side = torch.cuda.Stream()
-            side.wait_stream(torch.cuda.current_stream())
-            with torch.cuda.stream(side):
+            self._side.wait_stream(torch.cuda.current_stream())
+            with torch.cuda.stream(self._side):
                 loss, used = self._eager()
                 value = float(loss.detach())
-            torch.cuda.current_stream().wait_stream(side)
+            torch.cuda.current_stream().wait_stream(self._side)
             return value, used
         if self._captured is None:
             try:
@@ -100,8 +107,7 @@ class AdamSteps:
             except Exception as exc:  # capture unsupported here: eager steps give the same result
                 log.warning("CUDA graph capture of the alignment step failed (%s: %s); continuing eagerly",
                             type(exc).__name__, str(exc).splitlines()[0] if str(exc) else "")
-                self.graph, self.path = False, f"eager (capture failed: {type(exc).__name__})"
-                self._captured = None
+                self.graph, self._capture_failed = False, type(exc).__name__
                 torch.cuda.synchronize()
                 loss, used = self._eager()
                 return float(loss.detach()), used
