@@ -12,7 +12,7 @@ full-size networks for fp32 / bf16 / fp16. Run through ``benchmarks/gpu.sh`` (5-
    CUDA-graph steps against eager steps (300 iterations).
 3. Throughput: ``dust3r-512-dpt`` (512x288 input) and ``dust3r-224-linear`` with random recipe-v1 weights
    (speed does not depend on the weights), the ``robot`` preset as the node streams it (W=8, S=4, pairs
-   batched, torch k-means; cold alignment as by default, and bf16 warm-started), synthetic 640x360 frames: new
+   batched, torch k-means; the default coarse-to-fine alignment, and fp32 at full resolution), synthetic 640x360 frames: new
    frames per second in steady state (stride / mean window time after the first window), per-window latency,
    stage times, peak GPU memory.
 
@@ -36,8 +36,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 RAW = ("attn_k_i_mean_raw", "attn_k_i_std_raw", "attn_k_j_mean_raw", "attn_k_j_std_raw")
 FUSED = ("attn_k_i_mean_fused", "attn_k_i_std_fused", "attn_k_j_mean_fused", "attn_k_j_std_fused")
 PRECISIONS = ("fp32", "bf16", "fp16")
-# (precision, warm start): the node's default alignment is cold; warm start is opt-in (README, Performance)
-VARIANTS = (("fp32", False), ("bf16", False), ("fp16", False), ("bf16", True))
+# (precision, alignment overrides of the robot preset): its default alignment is coarse to fine
+VARIANTS = (("fp32", {}), ("bf16", {}), ("fp16", {}), ("fp32", {"align_coarse": 1}))
+
+
+def _alignment_label(overrides: dict) -> str:
+    return "full resolution" if overrides.get("align_coarse") == 1 else "coarse to fine (default)"
 
 
 def _iou(a, b) -> float:
@@ -202,15 +206,16 @@ def throughput(device: str, budget_end: float, windows: int,
         t = time.perf_counter()
         net, _ = random_network(model, seed=0)
         load_s = time.perf_counter() - t
-        for precision, warm in VARIANTS:
+        for precision, overrides in VARIANTS:
+            alignment = _alignment_label(overrides)
             if time.monotonic() > budget_end:
-                rows.append({"model": model, "precision": precision, "warm_start": warm, "skipped": "time budget"})
+                rows.append({"model": model, "precision": precision, "alignment": alignment, "skipped": "time budget"})
                 continue
             if cuda:
                 torch.cuda.empty_cache()
                 torch.cuda.reset_peak_memory_stats()
             pipe = WindowPipeline(net, preset_config("robot", image_size=size, device=device, precision=precision,
-                                                     kmeans="torch", pair_batch=8, warm_start=warm))
+                                                     kmeans="torch", pair_batch=8, **overrides))
             walls, stages, status = [], [], "ok"
             try:
                 for k in range(windows):
@@ -229,7 +234,7 @@ def throughput(device: str, budget_end: float, windows: int,
             steady = walls[1:]
             mean = sum(steady) / len(steady) if steady else float("nan")
             steady_stages = {k: sum(st[k] for st in stages[1:]) / len(stages[1:]) for k in stages[0]} if len(stages) > 1 else {}
-            rows.append({"model": model, "precision": precision, "warm_start": warm, "stages_s": steady_stages,
+            rows.append({"model": model, "precision": precision, "alignment": alignment, "stages_s": steady_stages,
                          "status": status, "first_window_s": walls[0] if walls else None,
                          "steady_window_s": mean, "new_frames_per_s": s / mean if steady else float("nan"),
                          "windows": len(walls), "peak_gpu_mib": torch.cuda.max_memory_allocated() / 2 ** 20 if cuda else float("nan"),
@@ -285,15 +290,15 @@ def markdown(info: dict, agree: list, trained: list, graphs: list, thr: list, to
               "steady window: encode / pass 1 / masks 1 / pass 2 / masks 2 / align / outputs (s) | status |",
               "|---|---|---|---|---|---|---|---|---|"]
     for r in thr:
-        warm = "warm start" if r.get("warm_start") else "cold (default)"
+        alignment = r.get("alignment") or ("warm start" if r.get("warm_start") else "full resolution, cold")
         if "skipped" in r:
-            lines.append(f"| {r['model']} | {r.get('precision', 'all')} | {warm} | skipped: {r['skipped']} | | | | | |")
+            lines.append(f"| {r['model']} | {r.get('precision', 'all')} | {alignment} | skipped: {r['skipped']} | | | | | |")
             continue
         first = f"{r['first_window_s']:.2f} s" if r["first_window_s"] is not None else "–"
         st = r.get("stages_s") or {}
         stages = " / ".join(f"{st[k]:.3f}" for k in ("encode_s", "pass1_s", "masks1_s", "pass2_s", "masks2_s", "align_s",
                                                        "outputs_s") if k in st)
-        lines.append(f"| {r['model']} | {r['precision']} | {warm} | **{r['new_frames_per_s']:.2f}** | {r['steady_window_s']:.2f} s | "
+        lines.append(f"| {r['model']} | {r['precision']} | {alignment} | **{r['new_frames_per_s']:.2f}** | {r['steady_window_s']:.2f} s | "
                      f"{first} | {r['peak_gpu_mib'] / 1024:.1f} GiB | {stages} | {r['status']} |")
     return "\n".join(lines) + "\n"
 

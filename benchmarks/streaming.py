@@ -1,17 +1,17 @@
 """Streaming at robot rates: work per new frame in steady state, and memory over a long stream.
 
-    python benchmarks/streaming.py [--quick] [--fresh] [--parts cost rss]
+    python benchmarks/streaming.py [--quick] [--fresh] [--parts cost alternatives rss] [--configs 8x4 6x2]
 
 **cost** (the shipped easi3r-tiny model, held-out synthetic sequences of W + 2S frames at 240x320 with two
 moving objects, one thread): consecutive windows of W frames every S new frames, for (W, S) = (8, 4) (the
 node's defaults) and (6, 2):
 
 - *steady* — the ``robot`` preset as the stream runs it: frame encodings and pass-1 pair decodes cached by
-  frame, pass-2 decodes reused for pairs whose frames' token masks did not change, the alignment warm-started
-  from the previous window's solution on the shared frames with an early stop;
-- *robot, cold* — the same windows with the warm start and the pass-2 reuse switched off (300 iterations per
-  window): the reference for the quality comparison (ATE of the chained trajectory, JM of the published
-  masks, published as the stream does);
+  frame, pass-2 decodes reused for pairs whose frames' token masks did not change, the alignment coarse to
+  fine (300 iterations on every 4th pixel, then each full-resolution depth in closed form);
+- *robot, full resolution* — the same windows with the alignment on every pixel (300 iterations) and the
+  pass-2 reuse off: the reference for the quality comparison (final alignment loss, ATE of the chained
+  trajectory, JM of the published masks, published as the stream does);
 - *reference, cold* — one full ``reference``-preset window per stride, nothing reused (what re-running the
   original per window costs): the reference for the cost.
 
@@ -19,13 +19,20 @@ The "nothing moves" guard is off in these runs, so that every window has masks t
 case for the pass-2 reuse; with the guard on, easi3r-tiny judges these windows static and more is reused).
 Cost per new frame = a window's wall time / S; "steady" averages the windows after the first.
 
+**alternatives**: other alignment settings on the same windows, for the quality table (``ALTERNATIVES``):
+20 full-resolution steps after the coarse-to-fine solution, the opt-in warm start with its early stop, and
+a control — warm-started, no early stop — that ends at the full-resolution loss by another path.
+
 **rss**: a micro model (random weights, 64x48 input) through :class:`StreamProcessor` for ``--rss-frames``
 frames (a rendered clip played back and forth with increasing stamps), resident memory sampled every
 window; the slope after the warm-up (least squares over the last 3/4 of the frames) in % of the mean per
 1000 frames, plotted to ``results/streaming/rss.png``.
 
 Each part is saved under ``results/streaming/parts/`` as it finishes; a rerun skips what is there
-(``--fresh`` starts again). Report: ``results/streaming/streaming.md`` (+ ``.json``).
+(``--fresh`` starts again). Report: ``results/streaming/streaming.md`` (+ ``.json``). The cost parts time
+every window: run them with nothing else on the machine (``--parts cost``); the alternatives and rss parts
+measure quality and memory and may share it (e.g. ``--parts alternatives --configs 8x4`` and ``6x2`` side by
+side, one per core).
 """
 from __future__ import annotations
 
@@ -91,16 +98,30 @@ def stream_windows(pipe, seq, w: int, s: int, ids: bool = True):
             poses[st + i] = chained[i]
             masks[st + i] = result.frames[i].mask_camera
         windows.append({"start": st, "wall_s": wall, "edges": len(result.edges), "counts": delta,
-                        "timings": {k: float(v) for k, v in result.timings.items()}})
+                        "timings": {k: float(v) for k, v in result.timings.items()},
+                        "align_loss": result.align_loss, "align_iterations": result.align_iterations,
+                        "align_curve": {str(k): float(result.align_loss_curve[k]) for k in CURVE_AT
+                                        if k < len(result.align_loss_curve)}})
     order = sorted(poses)
     return windows, np.stack([poses[i] for i in order]), [masks[i] for i in order], order
 
 
-# a faster early stop, measured beside the defaults (not the preset's setting)
-FAST_STOP = {"warm_start": True, "early_stop_patience": 5, "early_stop_rel": 0.02}
+# iterations at which the benchmark keeps an alignment's loss
+CURVE_AT = (0, 10, 20, 40, 100, 200, 299)
+# other alignments of the same windows, measured against the full-resolution one (part "alternatives"):
+# settings a user can choose, and a control — warm-started but run to the full iteration count — whose
+# final loss equals the cold one's, so that its ATE differences show how far equally good solutions lie apart
+ALTERNATIVES = {
+    "polish": {"align_polish": 20},                                        # coarse to fine + 20 full steps
+    "warm": {"align_coarse": 1, "warm_start": True},                       # opt-in warm start, early stop
+    "warm_full": {"align_coarse": 1, "warm_start": True, "early_stop_patience": 0},   # the control
+}
+ALTERNATIVE_LABELS = {"steady": "robot preset (coarse to fine)", "polish": "coarse to fine + 20 full-resolution steps",
+                      "warm": "warm start, early stop (opt-in)",
+                      "warm_full": "warm start, no early stop (control)"}
 
 
-def cost_part(w: int, s: int, seed: int, with_reference: bool, quick: bool, fast_only: bool = False) -> dict:
+def cost_part(w: int, s: int, seed: int, with_reference: bool, quick: bool, alternatives: bool = False) -> dict:
     import torch
 
     from easi3r_ros.eval.bench import mask_metrics, pose_metrics
@@ -118,16 +139,17 @@ def cost_part(w: int, s: int, seed: int, with_reference: bool, quick: bool, fast
     niter = 20 if quick else 300
     common = dict(motion_guard=False, niter=niter, warm_niter=niter, **{k: v for k, v in cal.items() if k != "motion_guard_level"})
     runs = {}
-    variants = (("steady", preset_config("robot", warm_start=True, **common)),
-                ("robot_cold", preset_config("robot", warm_start=False, reuse_pass2=False, **common)))
-    if fast_only:
-        variants = (("steady_fast", preset_config("robot", **common, **FAST_STOP)),)
+    variants = (("steady", preset_config("robot", **common)),
+                ("robot_cold", preset_config("robot", align_coarse=1, reuse_pass2=False, **common)))
+    if alternatives:
+        variants = tuple((name, preset_config("robot", **common, **over)) for name, over in ALTERNATIVES.items())
+        with_reference = False
     for name, cfg in variants:
         windows, poses, masks, order = stream_windows(WindowPipeline(net, cfg), seq, w, s)
         gt_poses = seq.cam_to_world[order]
         runs[name] = {"windows": windows, "ate": pose_metrics(poses, gt_poses).get("ate_rmse", float("nan")),
                       "JM": float(mask_metrics(masks, [seq.dynamic[i] for i in order])["JM"])}
-    if with_reference and not fast_only:
+    if with_reference:
         pipe = WindowPipeline(net, preset_config("reference", niter=niter, scene_graph="swinstride-5"))
         # every window cold: no frame ids, nothing is reused (two windows suffice for the cost)
         windows = []
@@ -157,7 +179,7 @@ def rss_part(n_frames: int, quick: bool) -> dict:
     clip = make_sequence(0, n_frames=24, hw=(48, 64), n_moving=1, split="heldout").frames
     loop = clip + clip[-2:0:-1]  # back and forth: continuous motion, unbounded length
     net, _ = random_network(MICRO_MODEL, seed=0)
-    cfg = preset_config("robot", warm_start=True, niter=30, warm_niter=30, scene_graph="swinstride-3")
+    cfg = preset_config("robot", niter=30, scene_graph="swinstride-3")
     samples = []
 
     class Sink(StreamSink):
@@ -209,13 +231,12 @@ def plot_rss(rss: dict, path: Path) -> None:
 
 
 # ---------------------------------------------------------------------------------------------- report
-def summarise_cost(parts, fast_parts=()) -> list:
+def summarise_cost(parts) -> list:
     import numpy as np
 
     rows = []
     for (w, s) in sorted({(p["W"], p["S"]) for p in parts}, reverse=True):
         ps = [p for p in parts if (p["W"], p["S"]) == (w, s)]
-        fs = [p for p in fast_parts if (p["W"], p["S"]) == (w, s)]
         steady = [win for p in ps for win in p["runs"]["steady"]["windows"][1:]]
         first = [p["runs"]["steady"]["windows"][0] for p in ps]
         rcold = [win for p in ps for win in p["runs"]["robot_cold"]["windows"]]
@@ -223,10 +244,6 @@ def summarise_cost(parts, fast_parts=()) -> list:
         mean = lambda ws, key="wall_s": float(np.mean([x[key] for x in ws])) if ws else float("nan")  # noqa: E731
         cnt = lambda ws, key: float(np.mean([x["counts"][key] for x in ws]))  # noqa: E731
         stage = lambda ws, key: float(np.mean([x["timings"].get(key, 0.0) for x in ws]))  # noqa: E731
-        ate_w = [p["runs"]["steady"]["ate"] for p in ps]
-        ate_c = [p["runs"]["robot_cold"]["ate"] for p in ps]
-        jm_w = [p["runs"]["steady"]["JM"] for p in ps]
-        jm_c = [p["runs"]["robot_cold"]["JM"] for p in ps]
         rows.append({
             "W": w, "S": s, "seeds": [p["seed"] for p in ps], "niter": ps[0]["niter"],
             "steady_per_frame_s": mean(steady) / s, "robot_cold_per_frame_s": mean(rcold) / s,
@@ -242,37 +259,78 @@ def summarise_cost(parts, fast_parts=()) -> list:
             "reference_stages": {k: stage(ref, k) for k in ("encode_s", "pass1_s", "masks1_s", "pass2_s",
                                                             "masks2_s", "align_s")},
             "reference_edges": ref[0]["edges"] if ref else 0, "robot_edges": steady[0]["edges"] if steady else 0,
-            "ate_steady": float(np.mean(ate_w)), "ate_cold": float(np.mean(ate_c)),
-            "ate_rel_diff": float(np.mean(ate_w) / np.mean(ate_c) - 1),
-            "ate_per_seed": list(zip(ate_w, ate_c)),
-            "jm_steady": float(np.mean(jm_w)), "jm_cold": float(np.mean(jm_c)),
-            **(_fast_summary(fs, ps, s, mean(ref)) if fs else {}),
-            "jm_rel_diff": float(np.mean(jm_w) / np.mean(jm_c) - 1) if np.mean(jm_c) > 0 else 0.0,
         })
     return rows
 
 
-def _fast_summary(fs, ps, s, ref_window_s) -> dict:
+def paired_difference(a, b) -> dict:
+    """Per-sequence relative differences a/b − 1: mean, sample sd and the 95 % t-interval of the mean."""
+    import numpy as np
+    from scipy import stats
+
+    rel = np.asarray(a, float) / np.asarray(b, float) - 1
+    sd = float(rel.std(ddof=1)) if len(rel) > 1 else float("nan")
+    half = float(stats.t.ppf(0.975, len(rel) - 1) * sd / np.sqrt(len(rel))) if len(rel) > 1 else float("nan")
+    return {"mean": float(rel.mean()), "sd": sd, "ci95": [float(rel.mean()) - half, float(rel.mean()) + half]}
+
+
+def _curve_vs_cold(runs, name: str) -> dict:
+    """{iteration: mean loss of path ``name`` there / the cold path's final loss − 1} over the windows after the
+    first (iterations the path reached). ``runs``: (path's runs, cold runs) per sequence."""
     import numpy as np
 
-    steady = [win for p in fs for win in p["runs"]["steady_fast"]["windows"][1:]]
-    mean = float(np.mean([x["wall_s"] for x in steady]))
-    by_seed = {p["seed"]: p["runs"]["robot_cold"]["ate"] for p in ps}
-    ate_f = [p["runs"]["steady_fast"]["ate"] for p in fs]
-    ate_c = [by_seed[p["seed"]] for p in fs]
-    return {"fast_per_frame_s": mean / s, "fast_speedup_vs_reference": ref_window_s / mean,
-            "fast_iterations": float(np.mean([x["counts"]["align_iterations"] for x in steady])),
-            "ate_fast": float(np.mean(ate_f)), "ate_fast_rel_diff": float(np.mean(ate_f) / np.mean(ate_c) - 1),
-            "jm_fast": float(np.mean([p["runs"]["steady_fast"]["JM"] for p in fs])), "fast_seeds": [p["seed"] for p in fs]}
+    out = {}
+    for k in CURVE_AT:
+        ratios = [wv["align_curve"][str(k)] / wc["align_loss"] for mine, cold in runs
+                  for wv, wc in zip(mine[name]["windows"][1:], cold["windows"][1:]) if str(k) in wv["align_curve"]]
+        if ratios:
+            out[k] = float(np.mean(ratios) - 1)
+    return out
 
 
-def markdown(rows, rss, gpu_note: str, mach: str, quick: bool) -> str:
+def summarise_quality(parts, alt_parts=()) -> list:
+    """Each alignment path against the full-resolution cold one on the same windows: final loss, iterations,
+    ATE (ratio of means, and the per-sequence differences), masks."""
+    import numpy as np
+
+    rows = []
+    for (w, s) in sorted({(p["W"], p["S"]) for p in parts}, reverse=True):
+        ps = {p["seed"]: p for p in parts if (p["W"], p["S"]) == (w, s)}
+        alts = {p["seed"]: p for p in alt_parts if (p["W"], p["S"]) == (w, s)}
+        cold = {seed: p["runs"]["robot_cold"] for seed, p in ps.items()}
+        row = {"W": w, "S": s, "seeds": sorted(ps), "ate_cold": float(np.mean([c["ate"] for c in cold.values()])),
+               "cold_loss_curve_vs_final": _curve_vs_cold([(p["runs"], cold[seed]) for seed, p in ps.items()],
+                                                          "robot_cold"), "paths": {}}
+        for name in ["steady"] + list(ALTERNATIVES):
+            src = ps if name == "steady" else alts
+            seeds = sorted(set(src) & set(cold))
+            if not seeds:
+                continue
+            ate = [src[k]["runs"][name]["ate"] for k in seeds]
+            ate_c = [cold[k]["ate"] for k in seeds]
+            pairs = [(src[k]["runs"], cold[k]) for k in seeds]
+            ratio = [wv["align_loss"] / wc["align_loss"] for mine, c in pairs
+                     for wv, wc in zip(mine[name]["windows"][1:], c["windows"][1:])]
+            its = [wv["align_iterations"] for mine, _ in pairs for wv in mine[name]["windows"][1:]]
+            row["paths"][name] = {
+                "seeds": seeds, "ate": float(np.mean(ate)), "ate_cold": float(np.mean(ate_c)),
+                "ate_rel_diff": float(np.mean(ate) / np.mean(ate_c) - 1), "per_sequence": paired_difference(ate, ate_c),
+                "loss_vs_cold": float(np.mean(ratio) - 1), "iterations": float(np.mean(its)),
+                "loss_curve_vs_cold_final": _curve_vs_cold(pairs, name),
+                "jm": float(np.mean([src[k]["runs"][name]["JM"] for k in seeds])),
+                "jm_cold": float(np.mean([cold[k]["JM"] for k in seeds])),
+                "steady_wall_s": float(np.mean([wv["wall_s"] for mine, _ in pairs for wv in mine[name]["windows"][1:]]))}
+        rows.append(row)
+    return rows
+
+
+def markdown(rows, rss, gpu_note: str, mach: str, quick: bool, quality=()) -> str:
     lines = ["# Streaming: work per new frame and memory over a long stream", "",
              f"Machine: {mach}; torch threads 1 (`benchmarks/streaming.py`{' --quick: NOT a measurement' if quick else ''}).", ""]
     if rows:
         lines += ["## Cost per new frame (easi3r-tiny, 240x320 synthetic, guard off)", "",
-                  "| W, S | steady state (warm) | robot preset, cold | reference preset, cold window per stride | "
-                  "speed-up vs reference | vs robot cold |", "|---|---|---|---|---|---|"]
+                  "| W, S | steady state (robot preset) | robot, full-resolution alignment | reference preset, cold "
+                  "window per stride | speed-up vs reference | vs full resolution |", "|---|---|---|---|---|---|"]
         for r in rows:
             lines.append(f"| {r['W']}, {r['S']} | {r['steady_per_frame_s']:.2f} s | {r['robot_cold_per_frame_s']:.2f} s | "
                          f"{r['reference_cold_per_frame_s']:.2f} s | **{r['speedup_vs_reference']:.1f}×** | "
@@ -282,7 +340,8 @@ def markdown(rows, rss, gpu_note: str, mach: str, quick: bool) -> str:
                   "alignment iterations | encode / pass 1 / masks / pass 2 / align (s) |", "|---|---|---|---|---|---|---|---|"]
         for r in rows:
             for name, c, st, e in (("steady", r["steady_counts"], r["steady_stages"], r["robot_edges"]),
-                                   ("robot cold", r["robot_cold_counts"], r["robot_cold_stages"], r["robot_edges"])):
+                                   ("robot, full resolution", r["robot_cold_counts"], r["robot_cold_stages"],
+                                    r["robot_edges"])):
                 lines.append(f"| {r['W']}, {r['S']} | {name} | {e} | {c['encoded']:.1f} | {c['pairs_decoded']:.1f} / "
                              f"{c['pairs_reused']:.1f} | {c['pass2_decoded']:.1f} / {c['pass2_reused']:.1f} | "
                              f"{c['align_iterations']:.0f} | {st['encode_s']:.2f} / {st['pass1_s']:.2f} / "
@@ -291,24 +350,32 @@ def markdown(rows, rss, gpu_note: str, mach: str, quick: bool) -> str:
             lines.append(f"| {r['W']}, {r['S']} | reference cold | {r['reference_edges']} | {r['W']} | all | all | "
                          f"{r['niter']} | {st['encode_s']:.2f} / {st['pass1_s']:.2f} / {st['masks1_s'] + st['masks2_s']:.2f} / "
                          f"{st['pass2_s']:.2f} / {st['align_s']:.2f} |")
-        lines += ["", "Quality of the warm path against the cold robot path (same windows, chained and published as "
-                  "the stream does; aim: within 2 %):", "",
-                  "| W, S | sequences (seeds) | ATE warm | ATE cold | ATE difference | JM warm | JM cold | JM difference |",
-                  "|---|---|---|---|---|---|---|---|"]
-        for r in rows:
-            lines.append(f"| {r['W']}, {r['S']} | {r['seeds']} | {r['ate_steady']:.4f} | {r['ate_cold']:.4f} | "
-                         f"{100 * r['ate_rel_diff']:+.1f} % | {r['jm_steady']:.3f} | {r['jm_cold']:.3f} | "
-                         f"{100 * r['jm_rel_diff']:+.1f} % |")
-        fast = [r for r in rows if "fast_per_frame_s" in r]
-        if fast:
-            lines += ["", f"A faster early stop (patience {FAST_STOP['early_stop_patience']}, "
-                      f"{100 * FAST_STOP['early_stop_rel']:.0f} % relative; not the preset's default), same sequences:", "",
-                      "| W, S | seeds | alignment iterations (steady) | cost per new frame | speed-up vs reference | "
-                      "ATE | ATE vs cold | JM |", "|---|---|---|---|---|---|---|---|"]
-            for r in fast:
-                lines.append(f"| {r['W']}, {r['S']} | {r['fast_seeds']} | {r['fast_iterations']:.0f} | "
-                             f"{r['fast_per_frame_s']:.2f} s | {r['fast_speedup_vs_reference']:.1f}× | {r['ate_fast']:.4f} | "
-                             f"{100 * r['ate_fast_rel_diff']:+.1f} % | {r['jm_fast']:.3f} |")
+    if quality:
+        lines += ["", "Quality against the full-resolution alignment (robot preset with `align_coarse` 1, 300 "
+                  "iterations, cold) on the same windows, chained and published as the stream does (aim: ATE and JM "
+                  "within 2 %). Final loss: mean over the windows after the first; per sequence: the relative ATE "
+                  "differences, their spread and the 95 % interval of their mean:", "",
+                  "| W, S | path | seeds | alignment iterations | window (s) | final loss vs full | ATE | ATE full | "
+                  "ATE vs full | per sequence: mean ± sd | 95 % interval | JM | JM full |",
+                  "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+        for r in quality:
+            for name, v in r["paths"].items():
+                d = v["per_sequence"]
+                lines.append(f"| {r['W']}, {r['S']} | {ALTERNATIVE_LABELS[name]} | {v['seeds']} | {v['iterations']:.0f} | "
+                             f"{v['steady_wall_s']:.2f} | {100 * v['loss_vs_cold']:+.1f} % | {v['ate']:.4f} | "
+                             f"{v['ate_cold']:.4f} | {100 * v['ate_rel_diff']:+.1f} % | {100 * d['mean']:+.1f} ± "
+                             f"{100 * d['sd']:.1f} % | [{100 * d['ci95'][0]:+.1f}, {100 * d['ci95'][1]:+.1f}] % | "
+                             f"{v['jm']:.3f} | {v['jm_cold']:.3f} |")
+        lines += ["", "Alignment loss along the way, above the full-resolution cold path's final loss on the same "
+                  "window (means over the windows after the first; the coarse-to-fine curve is on the coarse grid):",
+                  "", "| W, S | path | " + " | ".join(f"iteration {k}" for k in CURVE_AT) + " |",
+                  "|---|---|" + "---|" * len(CURVE_AT)]
+        for r in quality:
+            curves = [("full resolution, cold", r["cold_loss_curve_vs_final"])] + [
+                (ALTERNATIVE_LABELS[name], v["loss_curve_vs_cold_final"]) for name, v in r["paths"].items()]
+            for label, curve in curves:
+                lines.append(f"| {r['W']}, {r['S']} | {label} | " + " | ".join(
+                    f"{100 * curve[k]:+.1f} %" if k in curve else "" for k in CURVE_AT) + " |")
     if rss:
         lines += ["", "## Memory over a long stream", "",
                   f"{rss['frames']} frames (micro model, 64x48, W=6, S=4, 30 alignment iterations, map capped at "
@@ -326,8 +393,11 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="one short sequence, 20 iterations, 200 frames")
     ap.add_argument("--fresh", action="store_true", help="ignore saved parts")
-    ap.add_argument("--parts", nargs="+", default=["cost", "fast", "rss"], choices=["cost", "fast", "rss"],
-                    help="fast: the steady state again with a faster early stop (FAST_STOP)")
+    ap.add_argument("--parts", nargs="+", default=["cost", "alternatives", "rss"],
+                    choices=["cost", "alternatives", "rss"],
+                    help="alternatives: other alignment settings on the same windows (ALTERNATIVES)")
+    ap.add_argument("--configs", nargs="+", default=["8x4", "6x2"], choices=["8x4", "6x2"],
+                    help="window size x stride (run them in two processes on two cores)")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--rss-frames", type=int, default=2000)
     ap.add_argument("--out", type=Path, default=OUT)
@@ -349,7 +419,7 @@ def main(argv=None):
         path.write_text(json.dumps(res))
         return res
 
-    configs = [(8, 4), (6, 2)]
+    configs = [tuple(int(x) for x in c.split("x")) for c in args.configs]
     seeds = args.seeds[:1] if args.quick else args.seeds
     cost = []
     if "cost" in args.parts:
@@ -357,24 +427,26 @@ def main(argv=None):
             for k, seed in enumerate(seeds):
                 cost.append(part(f"cost-W{w}S{s}-seed{seed}",
                                  lambda: cost_part(w, s, seed, with_reference=k == 0, quick=args.quick)))
-    fast = []
-    if "fast" in args.parts and cost:
+    alternatives = []
+    if "alternatives" in args.parts and cost:
         for w, s in configs[:1] if args.quick else configs:
             for seed in seeds:
-                fast.append(part(f"fast-W{w}S{s}-seed{seed}",
-                                 lambda: cost_part(w, s, seed, with_reference=False, quick=args.quick, fast_only=True)))
+                alternatives.append(part(f"alternatives-W{w}S{s}-seed{seed}",
+                                         lambda: cost_part(w, s, seed, with_reference=False, quick=args.quick,
+                                                           alternatives=True)))
     rss = None
     if "rss" in args.parts:
         rss = part("rss", lambda: rss_part(200 if args.quick else args.rss_frames, args.quick))
         plot_rss(rss, out / "rss.png")
-    rows = summarise_cost(cost, fast) if cost else []
+    rows = summarise_cost(cost) if cost else []
     gpu = out.parent / "gpu" / "gpu.md"
     gpu_note = "See [gpu/gpu.md](../gpu/gpu.md)." if gpu.exists() else \
         "No GPU was lent to the run of this report: `benchmarks/gpu.sh` writes `results/gpu/gpu.md` where one is."
-    (out / "streaming.json").write_text(json.dumps({"cost": rows, "rss": {k: v for k, v in (rss or {}).items()
+    quality = summarise_quality(cost, alternatives) if cost else []
+    (out / "streaming.json").write_text(json.dumps({"cost": rows, "quality": quality, "rss": {k: v for k, v in (rss or {}).items()
                                                                             if k != "samples"},
                                                     "machine": machine()}, indent=1))
-    text = markdown(rows, rss, gpu_note, machine(), args.quick)
+    text = markdown(rows, rss, gpu_note, machine(), args.quick, quality)
     (out / "streaming.md").write_text(text)
     print(text)
 

@@ -275,6 +275,18 @@ def test_fused_pairwise_loss_equals_autograd():
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5 * float(b.abs().max()))
 
 
+def test_pairwise_loss_over_all_edges_at_once_equals_the_per_frame_blocks():
+    """The coarse problems' path (one batched product over every edge) against the per-frame blocks."""
+    from easi3r_ros.align.loss import PairwiseLoss
+    al = small_problem(2)
+    v1, g1 = grads(al, al.alignment_loss)
+    al.pairwise = PairwiseLoss(al.flat_i, al.flat_j, al.weight_i, al.weight_j, al.ei, al.ej, by_frame=False)
+    v2, g2 = grads(al, al.alignment_loss)
+    assert abs(v1 / v2 - 1) < 1e-6
+    for a, b in zip(g1, g2):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6 * float(b.abs().max()))
+
+
 def test_split_reduction_of_the_similarity_gradient_equals_the_plain_one():
     """The CUDA path of the fused loss (HW split into chunks for the 3x4 similarity gradient), forced on the CPU."""
     al = small_problem(1)

@@ -84,7 +84,7 @@ def test_window_stats_roundtrip():
     # Values exactly representable in float32, so equality after the round trip is exact.
     f32 = dict(latency_s=1.5, encode_s=0.25, pass1_s=0.5, masks_s=0.0625, pass2_s=0.5,
                align_s=0.125, total_s=1.4375, focal_px=412.5, motion_score=0.875,
-               otsu_threshold=0.40625, chain_scale=1.03125, chain_residual=0.0078125)
+               otsu_threshold=0.40625, chain_scale=1.03125, chain_residual=0.0078125, align_loss=0.00390625)
     msg = WindowStats(
         header=Header(stamp=Time(sec=1_700_000_200, nanosec=1), frame_id="easi3r_odom"),
         window_id=7,
@@ -93,6 +93,8 @@ def test_window_stats_roundtrip():
         last_stamp=Time(sec=1_700_000_101, nanosec=750_000_000),
         moving=False,
         frames_dropped_total=4_000_000_000,  # uint32 range
+        align_iterations=37,
+        align_warm_start=True,
         **f32,
     )
     out = _roundtrip(msg)
@@ -102,6 +104,7 @@ def test_window_stats_roundtrip():
     assert out.first_stamp == Time(sec=1_700_000_100, nanosec=0)
     assert out.last_stamp == Time(sec=1_700_000_101, nanosec=750_000_000)
     assert out.header.frame_id == "easi3r_odom" and out.moving is False
+    assert (out.align_iterations, out.align_warm_start) == (37, True)
     for name, value in f32.items():
         assert getattr(out, name) == value, name
 

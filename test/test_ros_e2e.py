@@ -91,6 +91,7 @@ def test_bag_player_node_listener(bag, tmp_path):
         assert stats and all(s.header.frame_id == "odom" for s in stats)
         assert stats[0].chain_scale == pytest.approx(1.0)
         assert all(s.n_frames >= 3 and s.latency_s >= 0 and s.total_s > 0 for s in stats)
+        assert all(s.align_iterations > 0 and s.align_loss > 0 for s in stats)
         ids = [s.window_id for s in stats]
         assert ids == sorted(ids) and len(set(ids)) == len(ids)
         infos = listener.get("/easi3r/camera_info")

@@ -143,3 +143,15 @@ def test_play_bag_publishes_raw_messages_at_the_recorded_rate(tmp_path):
     finally:
         rclpy.try_shutdown(context=ctx)
         listener.close()
+
+
+def test_pipeline_parameters_reach_the_window_config():
+    from easi3r_ros.ros.settings import make_runner_factory
+    values = {p.name: p.default for p in PARAMS}
+    values.update(random_weights="tiny-224-linear", torch_threads=0, align_coarse=2, warm_start=True, ga_iters=7)
+    cfg = make_runner_factory(values)().config
+    assert (cfg.align_coarse, cfg.warm_start, cfg.niter) == (2, True, 7)
+    values.update(align_coarse=0, warm_start=False)   # 0: the preset's own
+    assert make_runner_factory(values)().config.align_coarse == 4
+    values.update(preset="reference")
+    assert make_runner_factory(values)().config.align_coarse == 1

@@ -153,10 +153,13 @@ def test_warm_start_from_half_the_frames_improves_on_the_mst(ga):
 
 def test_pipeline_warm_starts_overlapping_windows(micro, frames):
     pipe = WindowPipeline(micro, preset_config("robot", warm_start=True, niter=30, warm_niter=30, motion_guard=False))
-    pipe.run(frames[:6], frame_ids=range(6))
+    first = pipe.run(frames[:6], frame_ids=range(6))
     assert pipe.stats.align_iterations == 30 and pipe.stats.windows_warm == 0
+    assert (first.align_iterations, first.align_warm) == (30, False) and np.isfinite(first.align_loss)
     second = pipe.run(frames[2:8], frame_ids=range(2, 8))
     assert pipe.stats.windows_warm == 1
+    assert second.align_warm and pipe.stats.align_iterations == 30 + second.align_iterations
+    assert 0 < second.align_loss < np.inf
     assert all(np.isfinite(f.cam_to_world).all() for f in second.frames)
     # anonymous frames cannot be matched: cold
     pipe.run(frames[4:10])

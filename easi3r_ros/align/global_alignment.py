@@ -19,6 +19,18 @@ edge similarities and the scale normalisation are recomputed from those points a
 the learning rate up over the first iterations, so that Adam's first steps do not kick the frames that start
 converged.
 
+Coarse to fine (robot preset, not the reference). With ``coarse`` = k > 1 the whole optimisation runs on
+every k-th pixel of every pointmap (k divides H and W: network images are multiples of the 16-pixel patch,
+so the rays are exact with focal/k and principal point/k), from its own MST initialisation; its poses,
+focal and edge similarities are kept, and each full-resolution pixel's depth is then solved in closed form
+(:meth:`GlobalAligner.refit_depths`: given the poses and edges the loss separates into one convex 1-D problem
+per pixel, solved by iteratively re-weighted least squares), and ``polish`` optional full-resolution steps
+follow. On the synthetic benchmark k = 4 ends at the full-resolution run's loss for a fraction of its time
+(benchmarks/results/streaming). The poses rest on 1/k² of the pixels: with independent per-pixel noise their
+error grows about k-fold (test_align_coarse), less with the spatially correlated errors of a network. The
+warm start above starts barely closer: its loss curve meets the cold one within about ten iterations (same
+report), as the pairwise predictions change from window to window.
+
 Known intrinsics (fx, fy, cx, cy): the focal is not a variable and the principal point is (cx, cy). The
 pixel offsets are expressed in fx units, v' = (v − cy)·fx/fy, so one isotropic focal fx describes the
 camera exactly and every loss keeps its form; the flow's v component is rescaled the same way.
@@ -46,6 +58,7 @@ from .sim3 import apply_sim3_to_poses, estimate_window_sim3
 
 ArrayLike = Union[np.ndarray, torch.Tensor]
 FOCAL_BREAK = 20.0
+DEPTH_MARGIN = 2.0   # coarse to fine: a refitted depth stays within this factor of its coarse neighbourhood
 
 
 @dataclass
@@ -73,6 +86,7 @@ class AlignmentResult:
     warm_frames: List[int] = field(default_factory=list)  # frames initialised from a previous solution
     stopped_early: bool = False                            # the loss stopped improving before niter
     optimizer: str = "eager"                               # "cuda-graph" when the steps were replayed
+    coarse: int = 1                                        # pixel step of the optimisation (coarse to fine)
 
     @property
     def iterations(self) -> int:
@@ -165,7 +179,9 @@ class GlobalAligner:
                  pred2_conf: ArrayLike, edges, n_frames: int, flow=None, device="cpu",
                  min_conf_thr: float = 2.5, niter_pnp: int = 10,
                  intrinsics: Optional[Tuple[float, float, float, float]] = None,
-                 pnp_conf_quantile: Optional[float] = None):
+                 pnp_conf_quantile: Optional[float] = None, loss_by_frame: bool = True):
+        # loss_by_frame: the pairwise loss one frame's block of edges at a time (cache-friendly at full
+        # resolution); False for the small coarse problems, where one batched call over all edges is faster
         self.device = torch.device(device)
         self.pred_i = as_tensor(pred1_pts, self.device)
         self.pred_j = as_tensor(pred2_pts, self.device)
@@ -205,7 +221,8 @@ class GlobalAligner:
             self.grid = (pixel_grid(self.height, self.width, device=self.device) - self.pp) \
                 * torch.tensor([1.0, fx / fy], device=self.device) + self.pp
         self.flat_grid = self.grid.reshape(-1, 2)
-        self.pairwise = PairwiseLoss(self.flat_i, self.flat_j, self.weight_i, self.weight_j, self.ei, self.ej)
+        self.pairwise = PairwiseLoss(self.flat_i, self.flat_j, self.weight_i, self.weight_j, self.ei, self.ej,
+                                     by_frame=loss_by_frame)
         self.cf_offsets = (self.flat_grid - self.pp).t().contiguous()                # (2, HW)
         self.fused_flow = (FusedFlowLoss(self.flow, self.ei, self.ej, self.cf_offsets)
                            if self.flow is not None else None)
@@ -220,6 +237,7 @@ class GlobalAligner:
         self.edge_params[:, 3] = 1
         self.mst: Optional[MSTResult] = None
         self.optimizer_path = "eager"   # or "cuda-graph" (see optimize)
+        self.depth_bounds: Optional[Tuple[torch.Tensor, torch.Tensor]] = None   # (lo, hi) log-depths, see adopt
 
     # ---------------------------------------------------------------- variables
     def parameters(self) -> List[torch.Tensor]:
@@ -303,6 +321,89 @@ class GlobalAligner:
         if self.known is None and warm.focal is not None and math.isfinite(warm.focal) and warm.focal > 0:
             focals = [float(warm.focal)] * self.n_frames
         return self._start_from(replace(mst, pts3d=pts3d, poses=poses, focals=focals))
+
+    # ---------------------------------------------------------------- coarse to fine
+    def coarse_step(self, requested: int) -> int:
+        """The largest pixel step <= ``requested`` that divides H and W and keeps >= 8 pixels a side; 1 (full
+        resolution) with the flow term, whose flows would need resampling."""
+        if self.flow is not None:
+            return 1
+        k = max(1, int(requested))
+        while k > 1 and (self.height % k or self.width % k or min(self.height, self.width) // k < 8):
+            k -= 1
+        return k
+
+    def subsampled(self, k: int) -> "GlobalAligner":
+        """The same problem on every k-th pixel of every row and column: the ray of coarse pixel (x, y) is that
+        of full pixel (k·x, k·y) with the focal and principal point divided by k."""
+        def cut(x):
+            return x[:, ::k, ::k]
+        known = None if self.known is None else tuple(v / k for v in self.known)
+        return GlobalAligner(cut(self.pred_i), cut(self.conf_i), cut(self.pred_j), cut(self.conf_j), self.edges,
+                             self.n_frames, device=self.device, min_conf_thr=self.min_conf_thr,
+                             niter_pnp=self.niter_pnp, intrinsics=known, pnp_conf_quantile=self.pnp_conf_quantile,
+                             loss_by_frame=False)
+
+    @torch.no_grad()
+    def adopt(self, coarse: "GlobalAligner", k: int) -> None:
+        """Poses, focal, edge similarities and MST of a solved :meth:`subsampled` problem; depths repeated k×k."""
+        self.pose_params.copy_(coarse.pose_params)
+        self.edge_params.copy_(coarse.edge_params)
+        if self.known is None:
+            self.focal_param.copy_(coarse.focal_param + FOCAL_BREAK * math.log(k))
+        log_d = coarse.log_depths.reshape(self.n_frames, 1, coarse.height, coarse.width)
+
+        def full_grid(x):
+            return x.reshape(self.n_frames, coarse.height, 1, coarse.width, 1).expand(-1, -1, k, -1, k).reshape(
+                self.n_frames, -1)
+        self.log_depths.copy_(full_grid(log_d))
+        # the range refit_depths keeps to: a factor DEPTH_MARGIN around the coarse depths of the 3x3 neighbourhood
+        hi = torch.nn.functional.max_pool2d(log_d, 3, stride=1, padding=1)
+        lo = -torch.nn.functional.max_pool2d(-log_d, 3, stride=1, padding=1)
+        self.depth_bounds = (full_grid(lo) - math.log(DEPTH_MARGIN), full_grid(hi) + math.log(DEPTH_MARGIN))
+        self.mst = coarse.mst
+
+    @torch.no_grad()
+    def refit_depths(self, rounds: int = 3) -> None:
+        """Every pixel's depth given the poses, focal and edges. A pixel's world point is C + d·R·r (camera
+        centre C, rotation R, ray r); with q = Rᵀ(S_e·P − C) the edge's point in the camera's axes, the loss is
+        Σ w·‖d·r − q‖ over the frame's edges: convex in d alone, solved by iteratively re-weighted least squares
+        (weights w/‖residual‖) from the current depths; a pixel keeps its depth where the solution is not
+        positive. Each q is split once into its depth along the ray, t = r·q/|r|², and its squared distance off
+        the ray, |r × q|²/|r|² (no cancellation when q lies near the ray), so that ‖d·r − q‖² =
+        |r|²(d − t)² + that distance², and a round costs a few passes over E·HW numbers.
+        After :meth:`adopt`, each depth is then held within a factor DEPTH_MARGIN of the coarse depths around it
+        (the minimum of a 1-D convex problem over an interval is the clamped free minimum): a pixel whose
+        pointmaps disagree wildly (low confidence, or random weights) cannot jump to 1000x its neighbours' depth,
+        which the full-resolution optimiser's bounded steps never reach either."""
+        edge = self.edge_poses()[:, :3, :]
+        pose = self.poses()
+        ray = torch.cat([self.cf_offsets / self.focal(), torch.ones_like(self.cf_offsets[:1])])   # (3, HW)
+        rr = ray.square().sum(0)                                                               # (HW,)
+        sides = []
+        for pts, w, frame in ((self.flat_i, self.weight_i, self.ei), (self.flat_j, self.weight_j, self.ej)):
+            rot_t = pose[frame, :3, :3].transpose(1, 2)
+            q = torch.baddbmm(rot_t @ (edge[:, :, 3:] - pose[frame, :3, 3:]), rot_t @ edge[:, :, :3],
+                              pts.transpose(1, 2))                                             # (E, 3, HW)
+            along = (ray * q).sum(1).div_(rr)
+            off = (ray[1] * q[:, 2] - ray[2] * q[:, 1]).square_()
+            off.add_((ray[2] * q[:, 0] - ray[0] * q[:, 2]).square_()).add_((ray[0] * q[:, 1] - ray[1] * q[:, 0]).square_())
+            sides.append((along, off.div_(rr), w, frame))
+        d = self.depths()
+        for _ in range(rounds):
+            num, wsum = torch.zeros_like(d), torch.zeros_like(d)
+            for along, off, w, frame in sides:
+                res = (d[frame] - along).square_().mul_(rr).add_(off).sqrt_().clamp_min_(1e-12)
+                wr = torch.div(w, res)
+                num.index_add_(0, frame, wr * along)
+                wsum.index_add_(0, frame, wr)
+            sol = num / wsum
+            d = torch.where((wsum > 0) & (sol > 0), sol, d)
+        log_d = d.log()
+        if self.depth_bounds is not None:
+            lo, hi = self.depth_bounds
+            log_d = torch.minimum(torch.maximum(log_d, lo), hi)
+        self.log_depths.copy_(log_d)
 
     # ---------------------------------------------------------------- loss
     def flow_active(self, iteration: Optional[int], niter: int) -> bool:
@@ -430,24 +531,61 @@ class GlobalAligner:
         t1 = time.perf_counter()
         curve, used = self.optimize(niter, lr, lr_min, callback=callback, patience=patience,
                                     rel_tol=rel_tol, warmup=warmup, cuda_graph=cuda_graph)
-        t2 = time.perf_counter()
+        final_loss = (float(curve[:, 0].min() if patience > 0 else curve[-1, 0])) if len(curve) else init_loss
+        return self._result(init, init_loss, curve, used, final_loss, clean, warm, len(curve) < niter,
+                            {"init_s": t1 - t0, "optimize_s": time.perf_counter() - t1})
+
+    def run_coarse_to_fine(self, k: int, niter: int = 300, lr: float = 0.01, lr_min: float = 1e-3,
+                           stale_focal: bool = True, clean: bool = True, callback=None,
+                           warm: Optional[WarmStart] = None, patience: int = 0, rel_tol: float = 0.0,
+                           warmup: int = 0, cuda_graph: bool = True, refit_rounds: int = 3,
+                           polish: int = 0) -> AlignmentResult:
+        """:meth:`run` on every k-th pixel (:meth:`subsampled`), then the full-resolution depths in closed form
+        (:meth:`refit_depths`; module doc), then ``polish`` full-resolution Adam steps at ``lr_min`` (ramped up
+        over the first 5). The initial values are the coarse run's; the curve is the coarse one followed by the
+        polish steps (the loss is a per-pixel mean on either grid); the final loss is the full-resolution one."""
+        coarse = self.subsampled(k)
+        if warm is not None:
+            pts = np.asarray(warm.pts3d).reshape(len(warm.frames), self.height, self.width, 3)[:, ::k, ::k]
+            warm = replace(warm, pts3d=pts, focal=None if warm.focal is None else warm.focal / k)
+        res = coarse.run(niter, lr, lr_min, stale_focal=stale_focal, clean=False, callback=callback, warm=warm,
+                         patience=patience, rel_tol=rel_tol, warmup=warmup, cuda_graph=cuda_graph)
+        t0 = time.perf_counter()
+        self.adopt(coarse, k)
+        self.refit_depths(refit_rounds)
+        curve, used = res.loss_curve, res.flow_active
+        if polish > 0:
+            more, more_used = self.optimize(polish, lr_min, lr_min, warmup=min(5, polish), cuda_graph=cuda_graph)
+            curve, used = np.concatenate([curve, more]), np.concatenate([used, more_used])
+        else:
+            self.optimizer_path = coarse.optimizer_path
+        with torch.no_grad():
+            final_loss = float(self.loss(None, niter)[0])
+        init = {"poses_c2w": res.init_poses_c2w, "focal": res.init_focal * k,
+                "depths": res.init_depths.repeat(k, axis=1).repeat(k, axis=2)}
+        return self._result(init, res.init_loss, curve, used, final_loss, clean, warm,
+                            res.stopped_early, {**res.timings, "refine_s": time.perf_counter() - t0}, coarse=k)
+
+    def _result(self, init: dict, init_loss: float, curve: np.ndarray, used: np.ndarray, final_loss: float,
+                clean: bool, warm: Optional[WarmStart], stopped_early: bool, timings: Dict[str, float],
+                coarse: int = 1) -> AlignmentResult:
+        """The outputs at the current variables (and the cleaned confidence when ``clean``)."""
+        t0 = time.perf_counter()
         out = self.snapshot()
         n = self.n_frames
         conf = self.conf.cpu().numpy()
         conf_clean = clean_confidence(conf, out["poses_c2w"], out["depths"], out["focal"],
                                       intrinsics=self.known) if clean else None
-        t3 = time.perf_counter()
         return AlignmentResult(
             poses_c2w=out["poses_c2w"], focal=out["focal"], focals=np.full(n, out["focal"], np.float32),
             intrinsics=self.intrinsics(), depths=out["depths"],
             conf=conf, pts3d=out["pts3d"], edge_poses=out["edge_poses"],
             init_poses_c2w=init["poses_c2w"], init_focal=init["focal"], init_depths=init["depths"],
-            init_loss=init_loss, loss_curve=curve,
-            final_loss=(float(curve[:, 0].min() if patience > 0 else curve[-1, 0])) if len(curve) else init_loss,
+            init_loss=init_loss, loss_curve=curve, final_loss=final_loss,
             flow_active=used, conf_clean=conf_clean, mst_tree_edges=list(self.mst.tree_edges),
             mst_pnp_frames=list(self.mst.pnp_frames),
-            warm_frames=[] if warm is None else [int(k) for k in warm.frames], stopped_early=len(curve) < niter,
-            timings={"init_s": t1 - t0, "optimize_s": t2 - t1, "clean_s": t3 - t2}, optimizer=self.optimizer_path)
+            warm_frames=[] if warm is None else [int(k) for k in warm.frames], stopped_early=stopped_early,
+            timings={**timings, "clean_s": time.perf_counter() - t0}, optimizer=self.optimizer_path, coarse=coarse)
 
 
 def align_window(pred1_pts: ArrayLike, pred1_conf: ArrayLike, pred2_pts: ArrayLike, pred2_conf: ArrayLike,
@@ -457,7 +595,7 @@ def align_window(pred1_pts: ArrayLike, pred1_conf: ArrayLike, pred2_pts: ArrayLi
                  callback=None, intrinsics: Optional[Tuple[float, float, float, float]] = None,
                  pnp_conf_quantile: Optional[float] = None, warm: Optional[WarmStart] = None,
                  patience: int = 0, rel_tol: float = 0.0, warmup: int = 0,
-                 cuda_graph: bool = True) -> AlignmentResult:
+                 cuda_graph: bool = True, coarse: int = 1, polish: int = 0) -> AlignmentResult:
     """MST initialisation + Adam optimisation of one window's pairwise pointmaps (spec §9).
 
     flow: None or a dict with `flow_ij`, `flow_ji` (E, 2, H, W), `static_masks` (N, H, W) bool (or
@@ -466,9 +604,14 @@ def align_window(pred1_pts: ArrayLike, pred1_conf: ArrayLike, pred2_pts: ArrayLi
     (fx, fy, cx, cy) in network pixels, held fixed. pnp_conf_quantile: see WindowConfig. warm, patience,
     rel_tol, warmup: warm start, early stop and learning-rate warm-up (see the module doc; not part of the reference, off by default).
     cuda_graph: on CUDA, replay the steps from a CUDA graph (same steps, less launch overhead; :mod:`.adam_steps`).
+    coarse: > 1 optimises on every coarse-th pixel, then solves the full-resolution depths (coarse to fine, see
+    the module doc; the step actually used, AlignmentResult.coarse, may be smaller: :meth:`GlobalAligner.coarse_step`),
+    and ``polish`` full-resolution steps after that (:meth:`GlobalAligner.run_coarse_to_fine`).
     """
     aligner = GlobalAligner(pred1_pts, pred1_conf, pred2_pts, pred2_conf, edges, n_frames, flow=flow,
                             device=device, min_conf_thr=min_conf_thr, niter_pnp=niter_pnp, intrinsics=intrinsics,
                             pnp_conf_quantile=pnp_conf_quantile)
-    return aligner.run(niter=niter, lr=lr, lr_min=lr_min, clean=clean, callback=callback,
-                       warm=warm, patience=patience, rel_tol=rel_tol, warmup=warmup, cuda_graph=cuda_graph)
+    options = dict(niter=niter, lr=lr, lr_min=lr_min, clean=clean, callback=callback, warm=warm, patience=patience,
+                   rel_tol=rel_tol, warmup=warmup, cuda_graph=cuda_graph)
+    k = aligner.coarse_step(coarse)
+    return aligner.run_coarse_to_fine(k, polish=polish, **options) if k > 1 else aligner.run(**options)

@@ -34,10 +34,12 @@ def frame_blocks(frame_of_edge: torch.Tensor) -> Tuple[torch.Tensor, List[Tuple[
 class _Side:
     """Constant data of one side (view i or view j) of every edge, sorted by frame."""
 
-    def __init__(self, pts: torch.Tensor, weight: torch.Tensor, frame_of_edge: torch.Tensor):
+    def __init__(self, pts: torch.Tensor, weight: torch.Tensor, frame_of_edge: torch.Tensor, by_frame: bool = True):
         # pts (E, HW, 3), weight (E, HW), frame_of_edge (E,)
         order, self.blocks = frame_blocks(frame_of_edge)                        # (frame, start, stop)
         self.perm = order
+        self.by_frame = by_frame
+        self.frames = frame_of_edge[order]                                      # (E,) frame of each sorted edge
         pts = pts[order]
         ones = torch.ones(pts.shape[:2] + (1,), dtype=pts.dtype, device=pts.device)
         self.pts = torch.cat([pts, ones], dim=2).transpose(1, 2).contiguous()   # (E, 4, HW)
@@ -50,8 +52,17 @@ class _Side:
     def value_and_grads(self, world: torch.Tensor, sim: torch.Tensor):
         """Loss sum and its gradients wrt world (N, 3, HW) and the sorted similarities sim (E, 3, 4).
 
-        One block of edges (same frame) at a time, so that the intermediates stay in cache.
+        One block of edges (same frame) at a time, so that the intermediates stay in cache; without
+        ``by_frame``, all edges in one batched product (fewer, larger calls: for small pointmaps, where the
+        per-call overhead outweighs the cache).
         """
+        if not self.by_frame:
+            res = torch.baddbmm(world[self.frames], sim, self.pts, alpha=-1)        # (E, 3, HW)
+            norm = res[:, 0].square()
+            norm.addcmul_(res[:, 1], res[:, 1]).addcmul_(res[:, 2], res[:, 2]).sqrt_()
+            loss = torch.dot(norm.reshape(-1), self.weight.reshape(-1))
+            res.mul_(torch.div(self.weight, norm.clamp_min_(1e-30)).unsqueeze(1))
+            return loss, torch.zeros_like(world).index_add_(0, self.frames, res), self._outer_sum(res, self.pts).neg_()
         loss = torch.zeros((), dtype=world.dtype, device=world.device)
         d_world = torch.zeros_like(world)
         d_sim = torch.empty_like(sim)
@@ -97,13 +108,14 @@ class _PairwiseLoss(torch.autograd.Function):
 class PairwiseLoss:
     """Σ over both sides of the confidence-weighted point distances (not yet divided by the area).
 
-    pts_i, pts_j (E, HW, 3) pairwise points in camera i; w_i, w_j (E, HW) weights; ei, ej (E,) frames.
+    pts_i, pts_j (E, HW, 3) pairwise points in camera i; w_i, w_j (E, HW) weights; ei, ej (E,) frames;
+    by_frame: see :meth:`_Side.value_and_grads`.
     Call with world (N, 3, HW) and edge similarities (E, 3, 4) in edge order; returns (L_i, L_j).
     """
 
-    def __init__(self, pts_i, pts_j, w_i, w_j, ei, ej):
-        self.side_i = _Side(pts_i, w_i, ei)
-        self.side_j = _Side(pts_j, w_j, ej)
+    def __init__(self, pts_i, pts_j, w_i, w_j, ei, ej, by_frame: bool = True):
+        self.side_i = _Side(pts_i, w_i, ei, by_frame)
+        self.side_j = _Side(pts_j, w_j, ej, by_frame)
 
     def __call__(self, world: torch.Tensor, sim: torch.Tensor):
         return _PairwiseLoss.apply(world, sim[self.side_i.perm], sim[self.side_j.perm], self.side_i, self.side_j)

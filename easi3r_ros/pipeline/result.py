@@ -44,6 +44,11 @@ class WindowResult:
     moving: bool = True                           # False when the "nothing moves" guard emptied the masks
     motion_score: Optional[float] = None          # the guard's evidence level (see motion.guard)
     otsu_threshold: Optional[float] = None        # the final (pass-2) adaptive multi-Otsu threshold
+    align_loss: Optional[float] = None            # global alignment's final (best, with an early stop) loss
+    align_iterations: int = 0                     # its Adam steps (fewer than niter after an early stop)
+    align_warm: bool = False                      # it started from the previous window's solution
+    align_loss_curve: np.ndarray = field(default_factory=lambda: np.zeros(0))  # (align_iterations,) loss
+                                                                                # before each step
     timings: Dict[str, float] = field(default_factory=dict)  # seconds per stage
     arrays: Dict[str, np.ndarray] = field(default_factory=dict)  # fixture-named arrays for results.npz
 

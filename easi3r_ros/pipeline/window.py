@@ -4,9 +4,11 @@ Work that depends only on frames is cached by frame id and reused by overlapping
 encoded once, and each ordered pair's pass-1 attention maps are decoded once. Pass 2 depends on the
 window's masks: with ``reuse_pass2`` a pair whose two frames' token masks are those of the previous
 window's decode of it is taken from that decode (identical inputs, identical outputs), the rest are
-decoded again. With ``warm_start`` the global alignment of a window that shares frames with the previous
-one starts from the previous solution on those frames and stops early once its loss stops improving
-(:class:`~easi3r_ros.align.global_alignment.WarmStart`); the reference preset does neither.
+decoded again. With ``align_coarse`` > 1 the global alignment runs on every align_coarse-th pixel, then
+solves the full-resolution depths in closed form (coarse to fine); with ``warm_start`` the alignment of a
+window that shares frames with the previous one starts from the previous solution on those frames and stops
+early once its loss stops improving (:class:`~easi3r_ros.align.global_alignment.WarmStart`). The reference
+preset does none of these.
 
 GPU. Pairs are decoded ``pair_batch`` at a time (0: 1 on the CPU, 8 on CUDA) under autocast
 (``precision`` bf16/fp16 on CUDA; bf16 also on the CPU; the encoder, run once per frame, stays fp32), images go to the device from pinned memory with
@@ -81,6 +83,10 @@ class WindowConfig:
     kmeans: str = "sklearn"                   # "sklearn" (reference) or "torch" (faster; on CUDA its k-means++
                                               # start is drawn on the GPU too)
     niter: int = 300                          # global-alignment iterations
+    align_coarse: int = 1                     # > 1: the alignment runs on every align_coarse-th pixel, then the
+                                              # full-resolution depths are solved in closed form (robot preset:
+                                              # 4; 1: every pixel, as the reference; see align.global_alignment)
+    align_polish: int = 0                     # with align_coarse > 1: full-resolution Adam steps after that
     lr: float = 0.01
     lr_min: float = 1e-3
     pnp_conf_threshold: float = 2.5
@@ -116,9 +122,9 @@ class WindowConfig:
 
 PRESETS = {
     "reference": WindowConfig(),
-    # warm_start is opt-in: 4.4-4.6x less work per new frame, but ATE +5 % (W=8, S=4 and W=6, S=2; 10 sequences)
-    # against the cold alignment on the synthetic benchmark (benchmarks/results/streaming), above the 2 % aim
-    "robot": WindowConfig(motion_guard=True, pnp_conf_quantile=0.5, reuse_pass2=True),
+    # align_coarse 4: the full-resolution alignment's final loss for a fraction of its time; warm_start stays
+    # opt-in: it starts no closer and its early stop leaves the loss higher (benchmarks/results/streaming)
+    "robot": WindowConfig(motion_guard=True, pnp_conf_quantile=0.5, reuse_pass2=True, align_coarse=4),
 }
 
 
@@ -404,7 +410,8 @@ class WindowPipeline:
                                    callback=lambda it, loss: (self._check_stop(), bar and bar.update(1)),
                                    warm=warm, patience=cfg.early_stop_patience if warm is not None else 0,
                                    rel_tol=cfg.early_stop_rel, warmup=cfg.warm_lr_warmup if warm is not None else 0,
-                                   cuda_graph=cfg.cuda_graphs, clean=False)  # conf_clean: not an output here
+                                   cuda_graph=cfg.cuda_graphs, coarse=cfg.align_coarse, polish=cfg.align_polish,
+                                   clean=False)  # conf_clean: not an output here
         self.stats.align_iterations += aligned.iterations
         self.stats.windows_warm += warm is not None
         self.stats.windows_graphed += aligned.optimizer == "cuda-graph"
@@ -432,7 +439,9 @@ class WindowPipeline:
 
         result = WindowResult(frames=frames_out, focal=float(aligned.focal), edges=edges, moving=masks1.moving,
                               motion_score=masks1.stats["evidence_level"],
-                              otsu_threshold=float(masks2.seg.threshold), timings=timings)
+                              otsu_threshold=float(masks2.seg.threshold), timings=timings,
+                              align_loss=float(aligned.final_loss), align_iterations=aligned.iterations,
+                              align_warm=bool(aligned.warm_frames), align_loss_curve=aligned.loss_curve[:, 0].copy())
         if cfg.keep_arrays:
             result.arrays = self._arrays(images, feat, edges, (attn1_p1, attn2_p1), dec2, masks1, masks2,
                                          aligned, masks)

@@ -163,6 +163,8 @@ def _window_stats(w: WindowContext):
         total_s=float(t.get("total_s", 0.0)), focal_px=float(np.asarray(r.frames[0].intrinsics_camera)[0, 0]),
         motion_score=float(r.motion_score) if r.motion_score is not None else float("nan"),
         moving=bool(r.moving), otsu_threshold=float("nan") if r.otsu_threshold is None else float(r.otsu_threshold),
+        align_iterations=int(r.align_iterations), align_warm_start=bool(r.align_warm),
+        align_loss=float("nan") if r.align_loss is None else float(r.align_loss),
         frames_dropped_total=int(out.dropped_total), chain_scale=float(out.link.scale),
         chain_residual=float(out.link.residual), scale=float(scale.value), scale_spread=float(scale.spread),
         scale_source=str(scale.source), scale_state=str(scale.state))
@@ -192,7 +194,8 @@ OUTPUTS: Tuple[Output, ...] = (
            "the chained trajectory of base_frame (or the camera) in the fixed frame (at most path_max_poses, "
            "older ones decimated)", _path),
     Output("window_stats", "~/window_stats", "easi3r_ros/WindowStats", "publish_results", PER_WINDOW,
-           "per window: stage timings, latency, focal, guard statistic, chain scale/residual, metric scale",
+           "per window: stage timings, latency, focal, guard statistic, alignment iterations/loss/warm start, "
+           "chain scale/residual, metric scale",
            _window_stats),
     Output("static_map", "~/static_map", "sensor_msgs/PointCloud2", "publish_map", TIMER,
            "voxel-downsampled accumulation of the static clouds (map_period; at most map_max_points voxels)",

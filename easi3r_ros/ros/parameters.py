@@ -90,9 +90,12 @@ PARAMS: List[ParamSpec] = [
     ParamSpec("pair_batch", 0, "ordered frame pairs per network call (0: 1 on the CPU, 8 on CUDA); a batch that "
               "runs out of GPU memory is retried at half the size, then the window is counted as failed",
               "pipeline", range=(0, 256)),
+    ParamSpec("align_coarse", 0, "global alignment on every n-th pixel, then each full-resolution depth in closed "
+              "form (0: the preset's, robot 4, reference 1; 1: every pixel; see README Performance)", "pipeline",
+              range=(0, 16)),
     ParamSpec("warm_start", False, "robot preset: start each window's alignment from the previous window's "
-              "solution, with an early stop (about 4.5x less work per new frame; ATE measured about 5 % worse, see "
-              "README Performance)", "pipeline"),
+              "solution, with an early stop (starts no closer, ends at a higher loss: see README Performance)",
+              "pipeline"),
     ParamSpec("torch_threads", 0, "CPU threads torch may use (0: torch's default)", "pipeline", range=(0, 256)),
     ParamSpec("image_size", 0, "network input size: 224 or 512 (0: the model's own)", "pipeline",
               check=lambda v: None if v in (0, 224, 512) else "image_size must be 0, 224 or 512"),

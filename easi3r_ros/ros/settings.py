@@ -53,6 +53,7 @@ def make_runner_factory(values: Dict[str, Any], report: Optional[Dict[str, str]]
                             kmeans=values["kmeans"], device=values["device"], precision=values["precision"],
                             static_conf_threshold=values["cloud_conf_threshold"],
                             pair_batch=int(values["pair_batch"]), warm_start=bool(values["warm_start"]) or None,
+                            align_coarse=int(values["align_coarse"]) or None,
                             **calibration)
         pipe = WindowPipeline(net, cfg)
         report["device"] = str(pipe.device)
