@@ -57,26 +57,29 @@ class _Side:
         per-call overhead outweighs the cache).
         """
         if not self.by_frame:
-            res = torch.baddbmm(world[self.frames], sim, self.pts, alpha=-1)        # (E, 3, HW)
-            norm = res[:, 0].square()
-            norm.addcmul_(res[:, 1], res[:, 1]).addcmul_(res[:, 2], res[:, 2]).sqrt_()
-            loss = torch.dot(norm.reshape(-1), self.weight.reshape(-1))
-            res.mul_(torch.div(self.weight, norm.clamp_min_(1e-30)).unsqueeze(1))
+            loss, res = self._weighted_residuals(world[self.frames], sim, self.pts, self.weight)
             return loss, torch.zeros_like(world).index_add_(0, self.frames, res), self._outer_sum(res, self.pts).neg_()
         loss = torch.zeros((), dtype=world.dtype, device=world.device)
         d_world = torch.zeros_like(world)
         d_sim = torch.empty_like(sim)
         for n, a, b in self.blocks:
             pts = self.pts[a:b]                                                # (B, 4, HW)
-            res = torch.baddbmm(world[n].expand(b - a, -1, -1), sim[a:b], pts, alpha=-1)  # X − S·P
-            norm = res[:, 0].square()                                          # (B, HW); planes are
-            norm.addcmul_(res[:, 1], res[:, 1]).addcmul_(res[:, 2], res[:, 2]).sqrt_()  # contiguous
-            w = self.weight[a:b]
-            loss += torch.dot(norm.reshape(-1), w.reshape(-1))
-            res.mul_(torch.div(w, norm.clamp_min_(1e-30)).unsqueeze(1))       # d loss / d residual
+            block_loss, res = self._weighted_residuals(world[n].expand(b - a, -1, -1), sim[a:b], pts,
+                                                       self.weight[a:b])
+            loss += block_loss
             d_world[n] += res.sum(dim=0)
             d_sim[a:b] = self._outer_sum(res, pts).neg_()
         return loss, d_world, d_sim
+
+    @staticmethod
+    def _weighted_residuals(world: torch.Tensor, sim: torch.Tensor, pts: torch.Tensor, w: torch.Tensor):
+        """Σ w·‖X − S·P‖ over edges (B, ...) and pixels, and d loss / d residual (B, 3, HW)."""
+        res = torch.baddbmm(world, sim, pts, alpha=-1)                         # X − S·P
+        norm = res[:, 0].square()                                              # (B, HW); planes are
+        norm.addcmul_(res[:, 1], res[:, 1]).addcmul_(res[:, 2], res[:, 2]).sqrt_()  # contiguous
+        loss = torch.dot(norm.reshape(-1), w.reshape(-1))
+        res.mul_(torch.div(w, norm.clamp_min_(1e-30)).unsqueeze(1))
+        return loss, res
 
     def _outer_sum(self, res: torch.Tensor, pts: torch.Tensor) -> torch.Tensor:
         """(B, 3, 4) Σ_p res[:, :, p]·pts[:, :, p]ᵀ. On CUDA the plain bmm (a 3x4 result over HW ~ 1e5) gets a
