@@ -7,7 +7,8 @@ full-size networks for fp32 / bf16 / fp16. Run through ``benchmarks/gpu.sh`` (5-
    weights as the fixtures name them): the window pipeline on the GPU against the original code's arrays —
    fp32 with the fixture tolerances of the test suite (attention statistics and dynamic maps rel. error
    ≤ 1e-4, cluster labels equal, Otsu threshold within 1e-4, masks IoU ≥ 0.99, confidences rtol 2e-4);
-   bf16 / fp16 report their errors and the masks' IoU against the CPU's fp32 (aim ≥ 0.99).
+   bf16 / fp16 report their errors and the masks' IoU against the CPU's fp32 (aim ≥ 0.99), with the decoder's
+   cross-attention in fp32 (the default, ``cross_attention_fp32``) and with everything reduced.
 2. Reduced precision with the shipped trained model (bf16/fp16 against fp32 on the GPU), and the alignment's
    CUDA-graph steps against eager steps (300 iterations).
 3. Throughput: ``dust3r-512-dpt`` (512x288 input) and ``dust3r-224-linear`` with random recipe-v1 weights
@@ -36,8 +37,18 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 RAW = ("attn_k_i_mean_raw", "attn_k_i_std_raw", "attn_k_j_mean_raw", "attn_k_j_std_raw")
 FUSED = ("attn_k_i_mean_fused", "attn_k_i_std_fused", "attn_k_j_mean_fused", "attn_k_j_std_fused")
 PRECISIONS = ("fp32", "bf16", "fp16")
+# (precision, cross_attention_fp32) of the agreement checks: the default policy keeps the decoder's cross-attention
+# in fp32 under bf16/fp16; "all reduced" autocasts it too
+AGREEMENT = (("fp32", True), ("bf16", True), ("bf16", False), ("fp16", True), ("fp16", False))
 # (precision, alignment overrides of the robot preset): its default alignment is coarse to fine
-VARIANTS = (("fp32", {}), ("bf16", {}), ("fp16", {}), ("fp32", {"align_coarse": 1}))
+VARIANTS = (("fp32", {}), ("bf16", {}), ("fp16", {}), ("fp32", {"align_coarse": 1}),
+            ("bf16", {"cross_attention_fp32": False}))
+
+
+def _precision_label(r: dict) -> str:
+    if r.get("precision") in (None, "fp32"):
+        return r.get("precision", "")
+    return f"{r['precision']} ({'cross-attention fp32' if r.get('cross_fp32', True) else 'all reduced'})"
 
 
 def _alignment_label(overrides: dict) -> str:
@@ -71,11 +82,11 @@ def agreement(device: str, budget_end: float, names=("tiny_linear_vtest", "tiny_
         frames = [load_rgb(f) for f in sorted(glob.glob(str(path / "frames" / "*.png")))]
         net, _ = random_network(meta["weights"]["model_str"], meta["weights"]["seed"])
         cpu = None
-        for baseline, dev, precision in [(True, "cpu", "fp32")] + [(False, device, p) for p in PRECISIONS]:
+        for baseline, dev, precision, cross in [(True, "cpu", "fp32", True)] + [(False, device, p, c) for p, c in AGREEMENT]:
             if time.monotonic() > budget_end:
-                rows.append({"fixture": name, "precision": precision, "skipped": "time budget"})
+                rows.append({"fixture": name, "precision": precision, "cross_fp32": cross, "skipped": "time budget"})
                 continue
-            cfg = WindowConfig(niter=5, keep_arrays=True, device=dev, precision=precision)
+            cfg = WindowConfig(niter=5, keep_arrays=True, device=dev, precision=precision, cross_attention_fp32=cross)
             t = time.perf_counter()
             ours = WindowPipeline(net, cfg).run(frames, frame_ids=range(len(frames))).arrays
             wall = time.perf_counter() - t
@@ -96,7 +107,7 @@ def agreement(device: str, budget_end: float, names=("tiny_linear_vtest", "tiny_
             pts = float(np.abs(ours["pass2_pred1_pts3d"] - cpu["pass2_pred1_pts3d"]).max()
                         / np.abs(cpu["pass2_pred1_pts3d"]).max())
             ok = err <= 1e-4 and labels and otsu <= 1e-4 and iou_ref >= 0.99 and conf <= 2e-4
-            rows.append({"fixture": name, "precision": precision, "stat_rel_err": err, "labels_equal": labels,
+            rows.append({"fixture": name, "precision": precision, "cross_fp32": cross, "stat_rel_err": err, "labels_equal": labels,
                          "otsu_err": otsu, "mask_iou_ref": iou_ref, "mask_iou_cpu": iou_cpu, "conf_rel_err": conf,
                          "pts_rel_err_cpu": pts, "within_fixture_tolerances": ok,
                          "pass": ok if precision == "fp32" else iou_cpu >= 0.99, "wall_s": wall})
@@ -127,11 +138,12 @@ def trained_agreement(device: str, budget_end: float) -> list:
     if net is None:
         return [{"fixture": "easi3r-tiny", "skipped": "the shipped weights are not in this checkout"}]
     rows, base = [], None
-    for precision in PRECISIONS:
+    for precision, cross in AGREEMENT:
         if time.monotonic() > budget_end:
-            rows.append({"fixture": "easi3r-tiny", "precision": precision, "skipped": "time budget"})
+            rows.append({"fixture": "easi3r-tiny", "precision": precision, "cross_fp32": cross, "skipped": "time budget"})
             continue
-        cfg = preset_config("reference", niter=5, keep_arrays=True, device=device, precision=precision)
+        cfg = preset_config("reference", niter=5, keep_arrays=True, device=device, precision=precision,
+                            cross_attention_fp32=cross)
         t = time.perf_counter()
         out = WindowPipeline(net, cfg).run(scene.frames, frame_ids=range(len(scene.frames))).arrays
         wall = time.perf_counter() - t
@@ -142,7 +154,7 @@ def trained_agreement(device: str, budget_end: float) -> list:
         iou = min(_iou(a, b) for a, b in zip(out["pass2_dynamic_masks"], base["pass2_dynamic_masks"]))
         pts = float(np.abs(out["pass2_pred1_pts3d"] - base["pass2_pred1_pts3d"]).max()
                     / np.abs(base["pass2_pred1_pts3d"]).max())
-        rows.append({"fixture": "easi3r-tiny (trained), synthetic window", "precision": precision,
+        rows.append({"fixture": "easi3r-tiny (trained), synthetic window", "precision": precision, "cross_fp32": cross,
                      "dynamic_map_rel_err": dyn, "mask_iou_fp32": iou, "pts_rel_err_fp32": pts,
                      "pass": iou >= 0.99, "wall_s": wall})
     return rows
@@ -208,8 +220,10 @@ def throughput(device: str, budget_end: float, windows: int,
         load_s = time.perf_counter() - t
         for precision, overrides in VARIANTS:
             alignment = _alignment_label(overrides)
+            cross = overrides.get("cross_attention_fp32", True)
             if time.monotonic() > budget_end:
-                rows.append({"model": model, "precision": precision, "alignment": alignment, "skipped": "time budget"})
+                rows.append({"model": model, "precision": precision, "cross_fp32": cross, "alignment": alignment,
+                             "skipped": "time budget"})
                 continue
             if cuda:
                 torch.cuda.empty_cache()
@@ -234,7 +248,8 @@ def throughput(device: str, budget_end: float, windows: int,
             steady = walls[1:]
             mean = sum(steady) / len(steady) if steady else float("nan")
             steady_stages = {k: sum(st[k] for st in stages[1:]) / len(stages[1:]) for k in stages[0]} if len(stages) > 1 else {}
-            rows.append({"model": model, "precision": precision, "alignment": alignment, "stages_s": steady_stages,
+            rows.append({"model": model, "precision": precision, "cross_fp32": cross, "alignment": alignment,
+                         "stages_s": steady_stages,
                          "status": status, "first_window_s": walls[0] if walls else None,
                          "steady_window_s": mean, "new_frames_per_s": s / mean if steady else float("nan"),
                          "windows": len(walls), "peak_gpu_mib": torch.cuda.max_memory_allocated() / 2 ** 20 if cuda else float("nan"),
@@ -259,20 +274,20 @@ def markdown(info: dict, agree: list, trained: list, graphs: list, thr: list, to
              "| pass-2 mask IoU vs CPU fp32 (min) | pointmap rel. err vs CPU | result |", "|---|---|---|---|---|---|---|---|---|"]
     for r in agree:
         if "skipped" in r:
-            lines.append(f"| {r['fixture']} | {r.get('precision', '')} | skipped: {r['skipped']} | | | | | | |")
+            lines.append(f"| {r['fixture']} | {_precision_label(r)} | skipped: {r['skipped']} | | | | | | |")
             continue
         verdict = ("within fixture tolerances" if r["within_fixture_tolerances"] else "OUTSIDE fixture tolerances") \
             if r["precision"] == "fp32" else ("IoU ≥ 0.99" if r["pass"] else "IoU < 0.99")
-        lines.append(f"| {r['fixture']} | {r['precision']} | {r['stat_rel_err']:.2e} | {r['labels_equal']} | "
+        lines.append(f"| {r['fixture']} | {_precision_label(r)} | {r['stat_rel_err']:.2e} | {r['labels_equal']} | "
                      f"{r['otsu_err']:.1e} | {r['mask_iou_ref']:.4f} | {r['mask_iou_cpu']:.4f} | {r['pts_rel_err_cpu']:.1e} | {verdict} |")
     lines += ["", "## Reduced precision with the trained model (easi3r-tiny, synthetic 8-frame window, against fp32 on the GPU)", "",
               "| precision | dynamic map rel. err | pass-2 mask IoU (min over frames) | pointmap rel. err | result |",
               "|---|---|---|---|---|"]
     for r in trained:
         if "skipped" in r:
-            lines.append(f"| {r.get('precision', '')} | skipped: {r['skipped']} | | | |")
+            lines.append(f"| {_precision_label(r)} | skipped: {r['skipped']} | | | |")
             continue
-        lines.append(f"| {r['precision']} | {r['dynamic_map_rel_err']:.2e} | {r['mask_iou_fp32']:.4f} | "
+        lines.append(f"| {_precision_label(r)} | {r['dynamic_map_rel_err']:.2e} | {r['mask_iou_fp32']:.4f} | "
                      f"{r['pts_rel_err_fp32']:.1e} | {'IoU ≥ 0.99' if r['pass'] else 'IoU < 0.99'} |")
     lines += ["", "## Alignment steps from a CUDA graph against eager steps (easi3r-tiny, synthetic window, 300 iterations)", "",
               "| windows graphed | rotation max abs diff | translation max rel diff | depth max rel diff | final loss eager / graphed "
@@ -292,13 +307,13 @@ def markdown(info: dict, agree: list, trained: list, graphs: list, thr: list, to
     for r in thr:
         alignment = r.get("alignment") or ("warm start" if r.get("warm_start") else "full resolution, cold")
         if "skipped" in r:
-            lines.append(f"| {r['model']} | {r.get('precision', 'all')} | {alignment} | skipped: {r['skipped']} | | | | | |")
+            lines.append(f"| {r['model']} | {_precision_label(r) or 'all'} | {alignment} | skipped: {r['skipped']} | | | | | |")
             continue
         first = f"{r['first_window_s']:.2f} s" if r["first_window_s"] is not None else "–"
         st = r.get("stages_s") or {}
         stages = " / ".join(f"{st[k]:.3f}" for k in ("encode_s", "pass1_s", "masks1_s", "pass2_s", "masks2_s", "align_s",
                                                        "outputs_s") if k in st)
-        lines.append(f"| {r['model']} | {r['precision']} | {alignment} | **{r['new_frames_per_s']:.2f}** | {r['steady_window_s']:.2f} s | "
+        lines.append(f"| {r['model']} | {_precision_label(r)} | {alignment} | **{r['new_frames_per_s']:.2f}** | {r['steady_window_s']:.2f} s | "
                      f"{first} | {r['peak_gpu_mib'] / 1024:.1f} GiB | {stages} | {r['status']} |")
     return "\n".join(lines) + "\n"
 

@@ -14,6 +14,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import gpu  # noqa: E402
 import guard_calibration  # noqa: E402
 import network_pairs  # noqa: E402
+import precision  # noqa: E402
 import streaming  # noqa: E402
 import window_stages  # noqa: E402
 
@@ -38,12 +39,14 @@ def main(argv=None):
         guard_calibration.main(["--seeds", "0", "--no-real", "--out", str(tmp / "guard_calibration.md")])
         gpu_report(["--report", str(tmp / "gpu" / "gpu.md"), "--budget-s", "120"])
         streaming.main(["--quick", "--fresh", "--out", str(tmp / "streaming")])
+        precision.main(["--no-fixtures", "--out", str(tmp / "precision")])
         return
     network_pairs.main([])
     window_stages.main([])
     guard_calibration.main([])
     gpu_report([])       # first: the streaming report links the GPU report when there is one
     streaming.main([])   # per-new-frame cost (steady vs cold) and the RSS curve; resumable
+    precision.main([])   # bf16 against fp32 on the CPU (the GPU report measures bf16/fp16 on a GPU)
 
 
 if __name__ == "__main__":

@@ -275,6 +275,37 @@ def test_fused_pairwise_loss_equals_autograd():
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5 * float(b.abs().max()))
 
 
+def test_rigid_params_conversion_equals_roma_and_its_gradient_is_exact():
+    """The closed-form [R | T] of the storage vectors (one matmul, hand-written backward) against roma's
+    conversion through autograd, on unnormalised quaternions and extra trailing entries (edge log-scale)."""
+    import roma
+
+    from easi3r_ros.align.geometry import pose_params_to_matrix, pose_params_to_rt
+
+    gen = torch.Generator().manual_seed(3)
+    params = torch.randn(11, 8, generator=gen, dtype=torch.float64)
+    params[:, :4] *= torch.rand(11, 1, generator=gen, dtype=torch.float64) * 3 + 0.2
+    params[2, 4:7] = 0     # the MST root: a zero translation has a zero gradient (sign(x)² factor)
+
+    def by_roma(x):
+        quat = x[:, :4] / x[:, :4].norm(dim=1, keepdim=True)
+        trans = torch.sign(x[:, 4:7]) * torch.expm1(torch.abs(x[:, 4:7]))
+        return torch.cat([roma.unitquat_to_rotmat(quat), trans[:, :, None]], dim=2)
+
+    torch.testing.assert_close(pose_params_to_rt(params), by_roma(params), rtol=0, atol=1e-14)
+    mat = pose_params_to_matrix(params)
+    torch.testing.assert_close(mat[:, 3], params.new_tensor([0.0, 0, 0, 1]).expand(11, 4), rtol=0, atol=0)
+    rot = mat[:, :3, :3]
+    torch.testing.assert_close(rot @ rot.transpose(1, 2), torch.eye(3, dtype=torch.float64).expand(11, 3, 3))
+    assert torch.autograd.gradcheck(pose_params_to_rt, (params[[0, 1, 3]].clone().requires_grad_(True),))
+    weights = torch.randn(11, 3, 4, generator=gen, dtype=torch.float64)
+    x1, x2 = params.clone().requires_grad_(True), params.clone().requires_grad_(True)
+    (pose_params_to_rt(x1) * weights).sum().backward()
+    (by_roma(x2) * weights).sum().backward()
+    torch.testing.assert_close(x1.grad, x2.grad, rtol=1e-12, atol=1e-12)
+    assert (x1.grad[2, 4:7] == 0).all()
+
+
 def test_pairwise_loss_over_all_edges_at_once_equals_the_per_frame_blocks():
     """The coarse problems' path (one batched product over every edge) against the per-frame blocks."""
     from easi3r_ros.align.loss import PairwiseLoss

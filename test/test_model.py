@@ -199,6 +199,33 @@ def test_encode_once_decode_many_equals_pairwise_forward():
         torch.testing.assert_close(getattr(cached, name), getattr(direct, name), rtol=1e-4, atol=1e-4)
 
 
+def test_cross_attention_stays_fp32_under_autocast_when_asked():
+    """``full_precision_cross``: under a bf16 autocast the cross-attention layers compute in fp32 (their outputs
+    and Easi3R's statistics equal a plain fp32 cross-attention on the same inputs), the rest stays bf16."""
+    from easi3r_ros.model.blocks import CrossAttention
+    from easi3r_ros.model.rope import RoPE2D, grid_positions
+
+    torch.manual_seed(0)
+    attn = CrossAttention(32, 2, RoPE2D(100.0)).eval()
+    pos = grid_positions(4, 5)
+    x, y = torch.randn(2, 20, 32), torch.randn(2, 20, 32)
+    with torch.no_grad():
+        plain, plain_stat = attn(x, y, y, pos, pos, logit_mean=True)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            reduced, reduced_stat = attn(x, y, y, pos, pos, logit_mean=True)
+            full, full_stat = attn(x, y, y, pos, pos, logit_mean=True, full_precision=True)
+    assert reduced.dtype == torch.bfloat16 and full.dtype == torch.float32
+    torch.testing.assert_close(full, plain, rtol=0, atol=0)
+    torch.testing.assert_close(full_stat, plain_stat, rtol=0, atol=0)
+    assert float((reduced.float() - plain).abs().max()) > 1e-4     # bf16 is measurably different
+    net = fill_with_recipe(Dust3rNetwork(parse_model_string(PRESETS["tiny-224-linear"])), 7).eval()
+    enc = net.encode(torch.randn(2, 3, 224, 224, generator=torch.Generator().manual_seed(1))).detach()
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        a = net.decode(enc[[0]], enc[[1]], (224, 224), attention_stats=True, heads=False)
+        b = net.decode(enc[[0]], enc[[1]], (224, 224), attention_stats=True, heads=False, full_precision_cross=True)
+    assert not torch.equal(a.attn1, b.attn1)       # the flag reaches every decoder block
+
+
 def test_dpt_handles_odd_token_grids():
     """A 3:2 image at size 512 gives 21 token rows: the stride-2 DPT path is cropped back to the finer layers."""
     net = fill_with_recipe(Dust3rNetwork(parse_model_string(PRESETS["tiny-512-dpt"])), 0).eval()

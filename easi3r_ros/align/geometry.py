@@ -28,20 +28,67 @@ def signed_expm1(x: torch.Tensor) -> torch.Tensor:
     return torch.sign(x) * torch.expm1(torch.abs(x))
 
 
-def pose_params_to_matrix(params: torch.Tensor) -> torch.Tensor:
-    """(..., >=7) [quat XYZW (any norm), signed_log1p(T)] -> (..., 4, 4) rigid transform.
+# R(q) = Σ_k (qᵀ A_k q) e_k for a unit quaternion q = (x, y, z, w): the nine symmetric 4x4 forms of the rotation
+# matrix (row-major; the same entries as roma.unitquat_to_rotmat). As quadratic forms the gradient is 2·A_k·q.
+_ROT_FORMS = np.zeros((9, 4, 4))
+for _k, _terms in enumerate((
+        ((0, 0, 1), (1, 1, -1), (2, 2, -1), (3, 3, 1)), ((0, 1, 1), (2, 3, -1)), ((0, 2, 1), (1, 3, 1)),
+        ((0, 1, 1), (2, 3, 1)), ((0, 0, -1), (1, 1, 1), (2, 2, -1), (3, 3, 1)), ((1, 2, 1), (0, 3, -1)),
+        ((0, 2, 1), (1, 3, -1)), ((1, 2, 1), (0, 3, 1)), ((0, 0, -1), (1, 1, -1), (2, 2, 1), (3, 3, 1)))):
+    for _a, _b, _v in _terms:
+        _ROT_FORMS[_k, _a, _b] = _ROT_FORMS[_k, _b, _a] = _v
+# (4, 36): q @ _ROT_STACK viewed (9, 4) is A_k·q for every k
+_ROT_STACK = _ROT_FORMS.transpose(1, 0, 2).reshape(4, 36)
+
+
+class _RigidFromParams(torch.autograd.Function):
+    """(B, >=7) storage vectors -> (B, 3, 4) [R | T] with a closed-form backward.
+
+    The alignment builds these matrices for every frame and edge at every Adam step; roma's conversion plus
+    the normalisation and assembly is ~30 autograd nodes on a few dozen numbers, which costs more than the
+    coarse pairwise loss itself. Here it is one matmul forward and one backward (tested against roma).
+    """
+
+    @staticmethod
+    def forward(ctx, params):
+        stack = torch.as_tensor(_ROT_STACK, dtype=params.dtype, device=params.device)
+        quat = params[:, :4]
+        norm = quat.norm(dim=1, keepdim=True)
+        unit = quat / norm
+        forms = (unit @ stack).view(-1, 9, 4)                                 # A_k·u
+        rot = torch.bmm(forms, unit.unsqueeze(2)).view(-1, 3, 3)              # uᵀ·A_k·u
+        log_t = params[:, 4:7]
+        trans = torch.sign(log_t) * torch.expm1(torch.abs(log_t))             # signed_expm1
+        ctx.save_for_backward(unit, norm, forms, log_t)
+        ctx.width = params.shape[1]
+        return torch.cat([rot, trans.unsqueeze(2)], dim=2)
+
+    @staticmethod
+    def backward(ctx, grad):
+        unit, norm, forms, log_t = ctx.saved_tensors
+        d_unit = 2 * torch.bmm(grad[:, :, :3].reshape(-1, 1, 9), forms).squeeze(1)
+        d_quat = (d_unit - unit * (unit * d_unit).sum(dim=1, keepdim=True)) / norm
+        d_params = grad.new_zeros((grad.shape[0], ctx.width))
+        d_params[:, :4] = d_quat
+        # d signed_expm1 = sign(x)²·exp(|x|), as autograd differentiates it: zero at exactly 0, so a translation
+        # initialised to 0 (the MST root's) never moves, which fixes the gauge as the reference does
+        d_params[:, 4:7] = grad[:, :, 3] * torch.sign(log_t).square() * torch.exp(torch.abs(log_t))
+        return d_params
+
+
+def pose_params_to_rt(params: torch.Tensor) -> torch.Tensor:
+    """(B, >=7) [quat XYZW (any norm), signed_log1p(T)] -> (B, 3, 4) [R | T].
 
     The quaternion is normalised on use; extra trailing entries (edge log-scale) are ignored.
     """
-    quat = params[..., :4]
-    quat = quat / quat.norm(dim=-1, keepdim=True)
-    rot = roma.unitquat_to_rotmat(quat)
-    trans = signed_expm1(params[..., 4:7])
-    out = torch.zeros(params.shape[:-1] + (4, 4), dtype=params.dtype, device=params.device)
-    out[..., :3, :3] = rot
-    out[..., :3, 3] = trans
-    out[..., 3, 3] = 1
-    return out
+    return _RigidFromParams.apply(params)
+
+
+def pose_params_to_matrix(params: torch.Tensor) -> torch.Tensor:
+    """(B, >=7) storage vectors -> (B, 4, 4) rigid transforms (:func:`pose_params_to_rt` with the last row)."""
+    rt = pose_params_to_rt(params)
+    bottom = rt.new_tensor([0.0, 0.0, 0.0, 1.0]).expand(rt.shape[0], 1, 4)
+    return torch.cat([rt, bottom], dim=1)
 
 
 def rigid_to_params(rot: torch.Tensor, trans: torch.Tensor, scale=None) -> torch.Tensor:

@@ -50,7 +50,7 @@ import torch
 from .clean import clean_confidence
 from .flow import FlowConfig, FusedFlowLoss, flow_loss
 from .geometry import (as_tensor, depth_to_cam_points, geotrf, intrinsics_matrix, pixel_grid,
-                       pose_params_to_matrix)
+                       pose_params_to_matrix, pose_params_to_rt)
 from .adam_steps import AdamSteps
 from .init import BASE_SCALE, InitParams, MSTResult, init_from_mst, mst_init
 from .loss import PairwiseLoss
@@ -224,6 +224,7 @@ class GlobalAligner:
         self.pairwise = PairwiseLoss(self.flat_i, self.flat_j, self.weight_i, self.weight_j, self.ei, self.ej,
                                      by_frame=loss_by_frame)
         self.cf_offsets = (self.flat_grid - self.pp).t().contiguous()                # (2, HW)
+        self.cf_ones = torch.ones((1, hw), device=self.device)
         self.fused_flow = (FusedFlowLoss(self.flow, self.ei, self.ej, self.cf_offsets)
                            if self.flow is not None else None)
 
@@ -266,12 +267,14 @@ class GlobalAligner:
         log_s = self.edge_params[:, 7]
         return log_s.exp() * torch.exp(math.log(BASE_SCALE) - log_s.mean())
 
+    def edge_rt(self) -> torch.Tensor:
+        """(E, 3, 4) similarities camera-i -> world, top rows; the scale multiplies rotation and translation."""
+        return pose_params_to_rt(self.edge_params) * self.edge_scales()[:, None, None]
+
     def edge_poses(self) -> torch.Tensor:
-        """(E, 4, 4) similarities camera-i -> world; the scale multiplies rotation and translation."""
-        rt = pose_params_to_matrix(self.edge_params)
-        scale = self.edge_scales()
-        top = rt[:, :3, :] * scale[:, None, None]
-        return torch.cat([top, rt[:, 3:, :]], dim=1)
+        """(E, 4, 4) similarities camera-i -> world (:meth:`edge_rt` with the last row)."""
+        top = self.edge_rt()
+        return torch.cat([top, top.new_tensor([0.0, 0.0, 0.0, 1.0]).expand(self.n_edges, 1, 4)], dim=1)
 
     def world_points(self) -> torch.Tensor:
         """(N, H*W, 3) world points of every frame."""
@@ -376,9 +379,9 @@ class GlobalAligner:
         (the minimum of a 1-D convex problem over an interval is the clamped free minimum): a pixel whose
         pointmaps disagree wildly (low confidence, or random weights) cannot jump to 1000x its neighbours' depth,
         which the full-resolution optimiser's bounded steps never reach either."""
-        edge = self.edge_poses()[:, :3, :]
+        edge = self.edge_rt()
         pose = self.poses()
-        ray = torch.cat([self.cf_offsets / self.focal(), torch.ones_like(self.cf_offsets[:1])])   # (3, HW)
+        ray = torch.cat([self.cf_offsets / self.focal(), self.cf_ones])                        # (3, HW)
         rr = ray.square().sum(0)                                                               # (HW,)
         sides = []
         for pts, w, frame in ((self.flat_i, self.weight_i, self.ei), (self.flat_j, self.weight_j, self.ej)):
@@ -386,6 +389,7 @@ class GlobalAligner:
             q = torch.baddbmm(rot_t @ (edge[:, :, 3:] - pose[frame, :3, 3:]), rot_t @ edge[:, :, :3],
                               pts.transpose(1, 2))                                             # (E, 3, HW)
             along = (ray * q).sum(1).div_(rr)
+            # |r × q|² by hand: torch.linalg.cross on the broadcast ray runs 3x slower here
             off = (ray[1] * q[:, 2] - ray[2] * q[:, 1]).square_()
             off.add_((ray[2] * q[:, 0] - ray[0] * q[:, 2]).square_()).add_((ray[0] * q[:, 1] - ray[1] * q[:, 0]).square_())
             sides.append((along, off.div_(rr), w, frame))
@@ -413,14 +417,14 @@ class GlobalAligner:
 
     def world_points_cf(self) -> torch.Tensor:
         """(N, 3, H*W) world points, channel-first."""
-        d = self.depths().unsqueeze(1)                                        # (N, 1, HW)
-        cam = torch.cat([d * (self.cf_offsets / self.focal()), d], dim=1)   # (N, 3, HW)
-        pose = self.poses()
-        return torch.baddbmm(pose[:, :3, 3:], pose[:, :3, :3], cam)
+        rays = torch.cat([self.cf_offsets / self.focal(), self.cf_ones])    # (3, HW): camera points at depth 1
+        cam = self.depths().unsqueeze(1) * rays                               # (N, 3, HW)
+        pose = pose_params_to_rt(self.pose_params)
+        return torch.baddbmm(pose[:, :, 3:], pose[:, :, :3], cam)
 
     def alignment_loss(self) -> torch.Tensor:
         """Confidence-weighted pairwise loss (fused forward/backward, see :mod:`.loss`)."""
-        li, lj = self.pairwise(self.world_points_cf(), self.edge_poses()[:, :3, :])
+        li, lj = self.pairwise(self.world_points_cf(), self.edge_rt())
         return (li + lj) / self.total_area
 
     def alignment_loss_autograd(self) -> torch.Tensor:

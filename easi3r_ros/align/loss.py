@@ -57,7 +57,7 @@ class _Side:
         per-call overhead outweighs the cache).
         """
         if not self.by_frame:
-            loss, res = self._weighted_residuals(world[self.frames], sim, self.pts, self.weight)
+            loss, res = self._weighted_residuals(world.index_select(0, self.frames), sim, self.pts, self.weight)
             return loss, torch.zeros_like(world).index_add_(0, self.frames, res), self._outer_sum(res, self.pts).neg_()
         loss = torch.zeros((), dtype=world.dtype, device=world.device)
         d_world = torch.zeros_like(world)

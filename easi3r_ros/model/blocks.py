@@ -107,7 +107,13 @@ class CrossAttention(nn.Module):
         self.proj = nn.Linear(dim, dim)
         self.rope = rope
 
-    def forward(self, query, key, value, qpos, kpos, *, reweight=None, logit_mean=False, naive=False):
+    def forward(self, query, key, value, qpos, kpos, *, reweight=None, logit_mean=False, naive=False,
+                full_precision=False):
+        """``full_precision``: under autocast, run this attention in fp32 anyway (see ``Dust3rNetwork.decode``)."""
+        if full_precision and torch.is_autocast_enabled(query.device.type):
+            with torch.autocast(query.device.type, enabled=False):
+                return self.forward(query.float(), key.float(), value.float(), qpos, kpos, reweight=reweight,
+                                    logit_mean=logit_mean, naive=naive)
         q = self.rope(_split_heads(self.projq(query), self.num_heads), qpos)
         k = self.rope(_split_heads(self.projk(key), self.num_heads), kpos)
         v = _split_heads(self.projv(value), self.num_heads)
@@ -141,10 +147,10 @@ class DecoderBlock(nn.Module):
         self.mlp = Mlp(dim, int(dim * mlp_ratio))
         self.norm_y = nn.LayerNorm(dim, eps=1e-6) if norm_mem else nn.Identity()
 
-    def forward(self, x, y, xpos, ypos, *, reweight=None, logit_mean=False, naive=False):
+    def forward(self, x, y, xpos, ypos, *, reweight=None, logit_mean=False, naive=False, full_precision_cross=False):
         x = x + self.attn(self.norm1(x), xpos, naive=naive)
         y_ = self.norm_y(y)
-        cross, stat = self.cross_attn(self.norm2(x), y_, y_, xpos, ypos,
-                                      reweight=reweight, logit_mean=logit_mean, naive=naive)
+        cross, stat = self.cross_attn(self.norm2(x), y_, y_, xpos, ypos, reweight=reweight, logit_mean=logit_mean,
+                                      naive=naive, full_precision=full_precision_cross)
         x = x + cross
         return x + self.mlp(self.norm3(x)), stat

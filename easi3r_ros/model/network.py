@@ -92,11 +92,14 @@ class Dust3rNetwork(nn.Module):
 
     def decode(self, enc1: torch.Tensor, enc2: torch.Tensor, image_hw: Tuple[int, int], *,
                attention_stats: bool = False, reweight: Optional[Reweighting] = None,
-               heads: bool = True, naive: bool = False) -> PairPrediction:
+               heads: bool = True, naive: bool = False, full_precision_cross: bool = False) -> PairPrediction:
         """Decode ordered pairs from encoder tokens (B, N, enc_dim) of views 1 and 2 (same image size).
 
         ``heads=False`` stops after the decoder (Easi3R's pass 1 needs only the attention statistics);
-        the point and confidence fields are then None.
+        the point and confidence fields are then None. ``full_precision_cross``: under a bf16/fp16 autocast,
+        the cross-attention layers still run in fp32. Their logits are Easi3R's motion signal, and its
+        per-pixel statistics over pairs are fine differences that bf16 rounding swamps. The self-attention
+        and MLPs, most of the work, stay reduced (measured in ``benchmarks/precision.py``).
         """
         h, w = self.token_grid(image_hw)
         pos = grid_positions(h, w, device=enc1.device)
@@ -104,8 +107,10 @@ class Dust3rNetwork(nn.Module):
         outs1, outs2 = [enc1], [enc2]
         stats1, stats2 = [], []
         for block1, block2 in zip(self.dec_blocks, self.dec_blocks2):
-            new1, s1 = block1(f1, f2, pos, pos, reweight=reweight, logit_mean=attention_stats, naive=naive)
-            new2, s2 = block2(f2, f1, pos, pos, logit_mean=attention_stats, naive=naive)
+            new1, s1 = block1(f1, f2, pos, pos, reweight=reweight, logit_mean=attention_stats, naive=naive,
+                              full_precision_cross=full_precision_cross)
+            new2, s2 = block2(f2, f1, pos, pos, logit_mean=attention_stats, naive=naive,
+                              full_precision_cross=full_precision_cross)
             f1, f2 = new1, new2
             outs1.append(f1)
             outs2.append(f2)

@@ -11,7 +11,9 @@ early once its loss stops improving (:class:`~easi3r_ros.align.global_alignment.
 preset does none of these.
 
 GPU. Pairs are decoded ``pair_batch`` at a time (0: 1 on the CPU, 8 on CUDA) under autocast
-(``precision`` bf16/fp16 on CUDA; bf16 also on the CPU; the encoder, run once per frame, stays fp32), images go to the device from pinned memory with
+(``precision`` bf16/fp16 on CUDA; bf16 also on the CPU; the encoder, run once per frame, and the decoder's
+cross-attention, whose logits are the motion signal, stay fp32: ``cross_attention_fp32``), images go to the
+device from pinned memory with
 non-blocking copies, and attention runs torch's fused ``scaled_dot_product_attention`` (flash / memory-
 efficient kernels on CUDA); fp32 there is IEEE fp32 (TF32 off) and the alignment's steps are replayed
 from a CUDA graph (``cuda_graphs``). A batch that runs out of GPU memory is retried at half the size (the smaller
@@ -100,6 +102,7 @@ class WindowConfig:
     motion_guard_contrast: Optional[float] = None  # sigma-contrast threshold; calibrate on real weights
     device: str = "auto"                      # "auto" -> cuda when available, else cpu
     precision: str = "fp32"                   # "fp32", or "bf16"/"fp16" autocast on CUDA
+    cross_attention_fp32: bool = True         # bf16/fp16: the decoder's cross-attention (Easi3R's signal) in fp32
     pair_batch: int = 0                       # ordered pairs per decoder call; 0: 1 on CPU, 8 on CUDA
     cuda_graphs: bool = True                  # CUDA: alignment steps replayed from one CUDA graph
     keep_arrays: bool = False                 # fill WindowResult.arrays (fixture-named, for results.npz)
@@ -318,7 +321,8 @@ class WindowPipeline:
         def one(a, b):
             ii, jj = edges_t[a:b, 0], edges_t[a:b, 1]
             rw = None if reweight_static is None else Reweighting(reweight_static[ii], reweight_static[jj])
-            pred = self.network.decode(enc[ii], enc[jj], hw, attention_stats=True, reweight=rw, heads=heads)
+            pred = self.network.decode(enc[ii], enc[jj], hw, attention_stats=True, reweight=rw, heads=heads,
+                                       full_precision_cross=self.config.cross_attention_fp32)
             return {k: getattr(pred, k).float() for k in keys if getattr(pred, k) is not None}
 
         with self._bar(len(edges), desc) as bar:

@@ -44,7 +44,7 @@ def play_bag(path, topics: Optional[Sequence[str]] = None, rate: float = 1.0, lo
     """Publish the bag's messages (all topics, or ``topics``) at ``rate`` times the recorded speed.
 
     ``wait_for_subscribers``: before starting, wait (up to ``wait_timeout`` s) until every played topic
-    has that many subscriptions. ``publish_clock`` publishes ``rosgraph_msgs/Clock`` on /clock with the
+    (and /clock, when published) has that many subscriptions. ``publish_clock`` publishes ``rosgraph_msgs/Clock`` on /clock with the
     recording time. ``remap`` maps bag topics to other names. rclpy must be initialised by the caller
     (``context`` for a non-default context); ``stop_event`` (threading.Event) ends playback early.
     """
@@ -77,10 +77,12 @@ def play_bag(path, topics: Optional[Sequence[str]] = None, rate: float = 1.0, lo
             from rosgraph_msgs.msg import Clock
             clock_pub = node.create_publisher(Clock, "/clock", qos_profile(1))
         if wait_for_subscribers > 0:
+            # /clock too: a sim-time node that discovers it late would miss the first clock ticks
+            waited = {**pubs, **({"/clock": clock_pub} if clock_pub is not None else {})}
             end = time.monotonic() + wait_timeout
-            while any(p.get_subscription_count() < wait_for_subscribers for p in pubs.values()):
+            while any(p.get_subscription_count() < wait_for_subscribers for p in waited.values()):
                 if time.monotonic() > end:
-                    low = {t: p.get_subscription_count() for t, p in pubs.items()}
+                    low = {t: p.get_subscription_count() for t, p in waited.items()}
                     raise TimeoutError(f"waited {wait_timeout:g} s for {wait_for_subscribers} subscriber(s) on "
                                        f"each topic; have {low}")
                 time.sleep(0.02)
@@ -127,7 +129,7 @@ def build_parser(prog: str = "easi3r bag play") -> argparse.ArgumentParser:
     p.add_argument("--best-effort", action="store_true",
                    help="publish best-effort (default reliable: every frame reaches reliable subscribers)")
     p.add_argument("--wait-for-subscribers", type=int, default=0, metavar="N",
-                   help="start once every played topic has N subscriptions")
+                   help="start once every played topic (and /clock, with --clock) has N subscriptions")
     p.add_argument("--wait-timeout", type=float, default=30.0, help="seconds to wait for subscribers")
     p.add_argument("--remap", nargs="+", default=[], metavar="FROM:=TO", help="publish a bag topic under another name")
     p.add_argument("--node-name", default=DEFAULT_NODE_NAME)
