@@ -29,22 +29,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import RESULTS, machine  # noqa: E402
-from gpu import _iou, _shipped_model_and_scene, fixtures_dir  # noqa: E402
+from gpu import _shipped_model_and_scene, fixtures_dir, precision_errors  # noqa: E402
 
 OUT = RESULTS / "precision"
 VARIANTS = (("bf16", True, "cross-attention fp32 (default)"), ("bf16", False, "all reduced"))
-
-
-def compare(base: dict, out: dict) -> dict:
-    import numpy as np
-
-    def rel(key):
-        return float(np.abs(out[key] - base[key]).max() / max(np.abs(base[key]).max(), 1e-30))
-
-    return {"dynamic_map_rel_err": max(rel(f"{p}_dynamic_map") for p in ("pass1", "pass2")),
-            "pass1_mask_iou": min(_iou(a, b) for a, b in zip(out["pass1_dynamic_masks"], base["pass1_dynamic_masks"])),
-            "pass2_mask_iou": min(_iou(a, b) for a, b in zip(out["pass2_dynamic_masks"], base["pass2_dynamic_masks"])),
-            "pts_rel_err": rel("pass2_pred1_pts3d")}
 
 
 def run_case(name: str, net, frames, config_fn) -> list:
@@ -60,7 +48,7 @@ def run_case(name: str, net, frames, config_fn) -> list:
             base = out
             rows.append({"case": name, "variant": label, "wall_s": wall})
             continue
-        rows.append({"case": name, "variant": label, "wall_s": wall, **compare(base, out)})
+        rows.append({"case": name, "variant": label, "wall_s": wall, **precision_errors(base, out)})
         print(f"[precision] {name} {label}: {rows[-1]}", flush=True)
     return rows
 

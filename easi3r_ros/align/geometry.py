@@ -58,7 +58,7 @@ class _RigidFromParams(torch.autograd.Function):
         forms = (unit @ stack).view(-1, 9, 4)                                 # A_k·u
         rot = torch.bmm(forms, unit.unsqueeze(2)).view(-1, 3, 3)              # uᵀ·A_k·u
         log_t = params[:, 4:7]
-        trans = torch.sign(log_t) * torch.expm1(torch.abs(log_t))             # signed_expm1
+        trans = signed_expm1(log_t)
         ctx.save_for_backward(unit, norm, forms, log_t)
         ctx.width = params.shape[1]
         return torch.cat([rot, trans.unsqueeze(2)], dim=2)
@@ -84,11 +84,14 @@ def pose_params_to_rt(params: torch.Tensor) -> torch.Tensor:
     return _RigidFromParams.apply(params)
 
 
+def with_last_row(top: torch.Tensor) -> torch.Tensor:
+    """(B, 3, 4) top rows -> (B, 4, 4) with the last row [0, 0, 0, 1]."""
+    return torch.cat([top, top.new_tensor([0.0, 0.0, 0.0, 1.0]).expand(top.shape[0], 1, 4)], dim=1)
+
+
 def pose_params_to_matrix(params: torch.Tensor) -> torch.Tensor:
     """(B, >=7) storage vectors -> (B, 4, 4) rigid transforms (:func:`pose_params_to_rt` with the last row)."""
-    rt = pose_params_to_rt(params)
-    bottom = rt.new_tensor([0.0, 0.0, 0.0, 1.0]).expand(rt.shape[0], 1, 4)
-    return torch.cat([rt, bottom], dim=1)
+    return with_last_row(pose_params_to_rt(params))
 
 
 def rigid_to_params(rot: torch.Tensor, trans: torch.Tensor, scale=None) -> torch.Tensor:

@@ -50,7 +50,7 @@ import torch
 from .clean import clean_confidence
 from .flow import FlowConfig, FusedFlowLoss, flow_loss
 from .geometry import (as_tensor, depth_to_cam_points, geotrf, intrinsics_matrix, pixel_grid,
-                       pose_params_to_matrix, pose_params_to_rt)
+                       pose_params_to_matrix, pose_params_to_rt, with_last_row)
 from .adam_steps import AdamSteps
 from .init import BASE_SCALE, InitParams, MSTResult, init_from_mst, mst_init
 from .loss import PairwiseLoss
@@ -273,8 +273,7 @@ class GlobalAligner:
 
     def edge_poses(self) -> torch.Tensor:
         """(E, 4, 4) similarities camera-i -> world (:meth:`edge_rt` with the last row)."""
-        top = self.edge_rt()
-        return torch.cat([top, top.new_tensor([0.0, 0.0, 0.0, 1.0]).expand(self.n_edges, 1, 4)], dim=1)
+        return with_last_row(self.edge_rt())
 
     def world_points(self) -> torch.Tensor:
         """(N, H*W, 3) world points of every frame."""
@@ -381,7 +380,7 @@ class GlobalAligner:
         which the full-resolution optimiser's bounded steps never reach either."""
         edge = self.edge_rt()
         pose = self.poses()
-        ray = torch.cat([self.cf_offsets / self.focal(), self.cf_ones])                        # (3, HW)
+        ray = self.camera_rays()
         rr = ray.square().sum(0)                                                               # (HW,)
         sides = []
         for pts, w, frame in ((self.flat_i, self.weight_i, self.ei), (self.flat_j, self.weight_j, self.ej)):
@@ -415,10 +414,13 @@ class GlobalAligner:
             return False
         return iteration is None or iteration >= self.flow.start_fraction * niter
 
+    def camera_rays(self) -> torch.Tensor:
+        """(3, HW) every pixel's camera point at depth 1, channel-first."""
+        return torch.cat([self.cf_offsets / self.focal(), self.cf_ones])
+
     def world_points_cf(self) -> torch.Tensor:
         """(N, 3, H*W) world points, channel-first."""
-        rays = torch.cat([self.cf_offsets / self.focal(), self.cf_ones])    # (3, HW): camera points at depth 1
-        cam = self.depths().unsqueeze(1) * rays                               # (N, 3, HW)
+        cam = self.depths().unsqueeze(1) * self.camera_rays()                 # (N, 3, HW)
         pose = pose_params_to_rt(self.pose_params)
         return torch.baddbmm(pose[:, :, 3:], pose[:, :, :3], cam)
 
