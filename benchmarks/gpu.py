@@ -8,7 +8,8 @@ full-size networks for fp32 / bf16 / fp16. Run through ``benchmarks/gpu.sh`` (5-
    fp32 with the fixture tolerances of the test suite (attention statistics and dynamic maps rel. error
    ≤ 1e-4, cluster labels equal, Otsu threshold within 1e-4, masks IoU ≥ 0.99, confidences rtol 2e-4);
    bf16 / fp16 report their errors and the masks' IoU against the CPU's fp32 (aim ≥ 0.99), with the decoder's
-   cross-attention in fp32 (the default, ``cross_attention_fp32``) and with everything reduced.
+   cross-attention in fp32 (the default, ``keep_fp32="cross-attention"``), with the whole decoder in fp32 (only
+   the heads reduced) and with everything reduced.
 2. Reduced precision with the shipped trained model (bf16/fp16 against fp32 on the GPU), and the alignment's
    CUDA-graph steps against eager steps (300 iterations).
 3. Throughput: ``dust3r-512-dpt`` (512x288 input) and ``dust3r-224-linear`` with random recipe-v1 weights
@@ -37,18 +38,25 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 RAW = ("attn_k_i_mean_raw", "attn_k_i_std_raw", "attn_k_j_mean_raw", "attn_k_j_std_raw")
 FUSED = ("attn_k_i_mean_fused", "attn_k_i_std_fused", "attn_k_j_mean_fused", "attn_k_j_std_fused")
 PRECISIONS = ("fp32", "bf16", "fp16")
-# (precision, cross_attention_fp32) of the agreement checks: the default policy keeps the decoder's cross-attention
-# in fp32 under bf16/fp16; "all reduced" autocasts it too
-AGREEMENT = (("fp32", True), ("bf16", True), ("bf16", False), ("fp16", True), ("fp16", False))
+# (precision, keep_fp32) of the agreement checks: the default keeps the decoder's cross-attention in fp32 under
+# bf16/fp16, "decoder" the whole decoder (only the heads reduced), "nothing" autocasts it all
+AGREEMENT = (("fp32", "cross-attention"), ("bf16", "cross-attention"), ("bf16", "decoder"), ("bf16", "nothing"),
+             ("fp16", "cross-attention"), ("fp16", "decoder"), ("fp16", "nothing"))
 # (precision, alignment overrides of the robot preset): its default alignment is coarse to fine
-VARIANTS = (("fp32", {}), ("bf16", {}), ("fp16", {}), ("fp32", {"align_coarse": 1}),
-            ("bf16", {"cross_attention_fp32": False}))
+# in order of interest: rows that would overrun the time budget are skipped from the end
+VARIANTS = (("bf16", {}), ("fp32", {}), ("bf16", {"keep_fp32": "decoder"}), ("fp16", {}),
+            ("bf16", {"keep_fp32": "nothing"}), ("fp32", {"align_coarse": 1}))
+
+
+KEEP_LABELS = {"cross-attention": "cross-attention fp32", "decoder": "decoder fp32, heads reduced",
+               "nothing": "all reduced"}
 
 
 def _precision_label(r: dict) -> str:
     if r.get("precision") in (None, "fp32"):
         return r.get("precision", "")
-    return f"{r['precision']} ({'cross-attention fp32' if r.get('cross_fp32', True) else 'all reduced'})"
+    keep = r.get("keep_fp32", "cross-attention")
+    return f"{r['precision']} ({KEEP_LABELS.get(keep, keep)})"
 
 
 def _alignment_label(overrides: dict) -> str:
@@ -97,11 +105,11 @@ def agreement(device: str, budget_end: float, names=("tiny_linear_vtest", "tiny_
         frames = [load_rgb(f) for f in sorted(glob.glob(str(path / "frames" / "*.png")))]
         net, _ = random_network(meta["weights"]["model_str"], meta["weights"]["seed"])
         cpu = None
-        for baseline, dev, precision, cross in [(True, "cpu", "fp32", True)] + [(False, device, p, c) for p, c in AGREEMENT]:
+        for baseline, dev, precision, keep in [(True, "cpu", "fp32", "cross-attention")] + [(False, device, p, k) for p, k in AGREEMENT]:
             if time.monotonic() > budget_end:
-                rows.append({"fixture": name, "precision": precision, "cross_fp32": cross, "skipped": "time budget"})
+                rows.append({"fixture": name, "precision": precision, "keep_fp32": keep, "skipped": "time budget"})
                 continue
-            cfg = WindowConfig(niter=5, keep_arrays=True, device=dev, precision=precision, cross_attention_fp32=cross)
+            cfg = WindowConfig(niter=5, keep_arrays=True, device=dev, precision=precision, keep_fp32=keep)
             t = time.perf_counter()
             ours = WindowPipeline(net, cfg).run(frames, frame_ids=range(len(frames))).arrays
             wall = time.perf_counter() - t
@@ -122,7 +130,7 @@ def agreement(device: str, budget_end: float, names=("tiny_linear_vtest", "tiny_
             pts = float(np.abs(ours["pass2_pred1_pts3d"] - cpu["pass2_pred1_pts3d"]).max()
                         / np.abs(cpu["pass2_pred1_pts3d"]).max())
             ok = err <= 1e-4 and labels and otsu <= 1e-4 and iou_ref >= 0.99 and conf <= 2e-4
-            rows.append({"fixture": name, "precision": precision, "cross_fp32": cross, "stat_rel_err": err, "labels_equal": labels,
+            rows.append({"fixture": name, "precision": precision, "keep_fp32": keep, "stat_rel_err": err, "labels_equal": labels,
                          "otsu_err": otsu, "mask_iou_ref": iou_ref, "mask_iou_cpu": iou_cpu, "conf_rel_err": conf,
                          "pts_rel_err_cpu": pts, "within_fixture_tolerances": ok,
                          "pass": ok if precision == "fp32" else iou_cpu >= 0.99, "wall_s": wall})
@@ -151,19 +159,19 @@ def trained_agreement(device: str, budget_end: float) -> list:
     if net is None:
         return [{"fixture": "easi3r-tiny", "skipped": "the shipped weights are not in this checkout"}]
     rows, base = [], None
-    for precision, cross in AGREEMENT:
+    for precision, keep in AGREEMENT:
         if time.monotonic() > budget_end:
-            rows.append({"fixture": "easi3r-tiny", "precision": precision, "cross_fp32": cross, "skipped": "time budget"})
+            rows.append({"fixture": "easi3r-tiny", "precision": precision, "keep_fp32": keep, "skipped": "time budget"})
             continue
         cfg = preset_config("reference", niter=5, keep_arrays=True, device=device, precision=precision,
-                            cross_attention_fp32=cross)
+                            keep_fp32=keep)
         t = time.perf_counter()
         out = WindowPipeline(net, cfg).run(scene.frames, frame_ids=range(len(scene.frames))).arrays
         wall = time.perf_counter() - t
         if base is None:
             base = out
         err = precision_errors(base, out)
-        rows.append({"fixture": "easi3r-tiny (trained), synthetic window", "precision": precision, "cross_fp32": cross,
+        rows.append({"fixture": "easi3r-tiny (trained), synthetic window", "precision": precision, "keep_fp32": keep,
                      "dynamic_map_rel_err": err["dynamic_map_rel_err"], "mask_iou_fp32": err["pass2_mask_iou"],
                      "pts_rel_err_fp32": err["pts_rel_err"], "pass": err["pass2_mask_iou"] >= 0.99, "wall_s": wall})
     return rows
@@ -229,9 +237,9 @@ def throughput(device: str, budget_end: float, windows: int,
         load_s = time.perf_counter() - t
         for precision, overrides in VARIANTS:
             alignment = _alignment_label(overrides)
-            cross = overrides.get("cross_attention_fp32", True)
+            keep = overrides.get("keep_fp32", "cross-attention")
             if time.monotonic() > budget_end:
-                rows.append({"model": model, "precision": precision, "cross_fp32": cross, "alignment": alignment,
+                rows.append({"model": model, "precision": precision, "keep_fp32": keep, "alignment": alignment,
                              "skipped": "time budget"})
                 continue
             if cuda:
@@ -257,7 +265,7 @@ def throughput(device: str, budget_end: float, windows: int,
             steady = walls[1:]
             mean = sum(steady) / len(steady) if steady else float("nan")
             steady_stages = {k: sum(st[k] for st in stages[1:]) / len(stages[1:]) for k in stages[0]} if len(stages) > 1 else {}
-            rows.append({"model": model, "precision": precision, "cross_fp32": cross, "alignment": alignment,
+            rows.append({"model": model, "precision": precision, "keep_fp32": keep, "alignment": alignment,
                          "stages_s": steady_stages,
                          "status": status, "first_window_s": walls[0] if walls else None,
                          "steady_window_s": mean, "new_frames_per_s": s / mean if steady else float("nan"),

@@ -7,9 +7,10 @@ The shipped easi3r-tiny model on the synthetic 8-frame moving-object window that
 the two random-weight reference fixtures (``../shared/fixtures/reference`` or ``$EASI3R_FIXTURES``), each run by
 the window pipeline (reference preset, 5 alignment iterations) in fp32 and in bf16 with:
 
-- *cross-attention fp32* — the default (``WindowConfig.cross_attention_fp32``): the decoder's cross-attention,
-  whose logits are Easi3R's signal, runs in fp32; self-attention, MLPs and heads in bf16;
-- *all reduced* — everything after the encoder in bf16.
+- *cross-attention fp32* — the default (``WindowConfig.keep_fp32="cross-attention"``): the decoder's
+  cross-attention, whose logits are Easi3R's signal, runs in fp32; self-attention, MLPs and heads in bf16;
+- *decoder fp32* (``keep_fp32="decoder"``) — only the prediction heads in bf16: the masks are fp32's;
+- *all reduced* (``keep_fp32="nothing"``) — everything after the encoder in bf16.
 
 Reported against fp32 on the same machine: the dynamic maps' max error relative to their max (pass 1 and 2),
 the pass-1 and pass-2 masks' IoU (min over frames; aim ≥ 0.99), the pointmaps' max relative error, and the
@@ -32,16 +33,17 @@ from common import RESULTS, machine  # noqa: E402
 from gpu import _shipped_model_and_scene, fixtures_dir, precision_errors  # noqa: E402
 
 OUT = RESULTS / "precision"
-VARIANTS = (("bf16", True, "cross-attention fp32 (default)"), ("bf16", False, "all reduced"))
+VARIANTS = (("bf16", "cross-attention", "cross-attention fp32 (default)"),
+            ("bf16", "decoder", "decoder fp32, heads reduced"), ("bf16", "nothing", "all reduced"))
 
 
 def run_case(name: str, net, frames, config_fn) -> list:
     from easi3r_ros.pipeline.window import WindowPipeline
 
     rows, base = [], None
-    for precision, cross, label in (("fp32", True, "fp32"),) + VARIANTS:
+    for precision, keep, label in (("fp32", "cross-attention", "fp32"),) + VARIANTS:
         t = time.perf_counter()
-        out = WindowPipeline(net, config_fn(precision=precision, cross_attention_fp32=cross)).run(
+        out = WindowPipeline(net, config_fn(precision=precision, keep_fp32=keep)).run(
             frames, frame_ids=range(len(frames))).arrays
         wall = time.perf_counter() - t
         if base is None:

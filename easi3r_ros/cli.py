@@ -23,6 +23,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import List, Optional
 
+from .model.config import KEEP_FP32
 from .model.config import PRESETS as MODEL_PRESETS
 
 
@@ -66,6 +67,9 @@ def _add_run(sub) -> None:
     p.add_argument("--image-size", type=int, choices=[224, 512], help="network input size (default: the model's)")
     p.add_argument("--device", default="auto", help="auto (cuda when available), cpu, cuda, cuda:1 ...")
     p.add_argument("--precision", choices=["fp32", "bf16", "fp16"], default="fp32", help="autocast on CUDA (bf16 also on the CPU)")
+    p.add_argument("--keep-fp32", choices=KEEP_FP32, default="cross-attention",
+                   help="under bf16/fp16, what stays fp32 besides the encoder: cross-attention (default; the motion "
+                        "signal), decoder (only the heads reduced: masks as fp32's) or nothing")
     p.add_argument("--flow-loss", action="store_true",
                    help="add the reference's optional optical-flow term to the alignment (DIS flow between each "
                         "pair's images, on static pixels)")
@@ -126,7 +130,7 @@ def _cmd_run(args) -> int:
         except StreamConfigError as exc:
             raise CliError(f"--window {args.window} --stride {args.stride}: {exc}") from None
     config = preset_config(args.preset, image_size=args.image_size, device=args.device, precision=args.precision,
-                           niter=args.niter, scene_graph=args.scene_graph, kmeans=args.kmeans, keep_arrays=True,
+                           keep_fp32=args.keep_fp32, niter=args.niter, scene_graph=args.scene_graph, kmeans=args.kmeans, keep_arrays=True,
                            pair_batch=args.pair_batch, warm_start=args.warm_start or None,
                            flow_loss=args.flow_loss or None, align_coarse=args.align_coarse)
     device = resolve_device(args.device)

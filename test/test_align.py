@@ -344,6 +344,33 @@ def test_graph_steps_are_eager_off_cuda():
     np.testing.assert_array_equal(ca, cb)
 
 
+def test_an_alignment_step_moves_no_data_between_host_and_tensors(monkeypatch):
+    """What a CUDA-graph capture of the step (adam_steps) forbids, checked on the CPU: after the first step, the
+    loss and its backward create no tensor from host data (a host-to-device copy on CUDA) and read no value back
+    (a sync). Either one makes the capture fail, and the GPU falls back to eager steps."""
+    import functools
+
+    def forbidden(name, *args, **kwargs):
+        raise AssertionError(f"{name} called inside an alignment step")
+
+    for al in (small_problem(1), small_problem(1).subsampled(2)):     # per-frame blocks, and the coarse path
+        _, first = grads(al, al.alignment_loss)                       # first step: constants are made here
+        with monkeypatch.context() as m:
+            for name in ("tensor", "as_tensor", "from_numpy"):
+                m.setattr(torch, name, functools.partial(forbidden, f"torch.{name}"))
+            for name in ("new_tensor", "item", "tolist", "numpy", "cpu", "__float__", "__bool__"):
+                m.setattr(torch.Tensor, name, functools.partial(forbidden, f"Tensor.{name}"))
+            params = al.parameters()
+            for p in params:
+                p.requires_grad_(True)
+            loss, _ = al.loss(5, 300)
+            again = torch.autograd.grad(loss, params, allow_unused=True)
+            for p in params:
+                p.requires_grad_(False)
+        for a, b in zip(first, again):
+            assert (a is None) == (b is None) and (a is None or torch.equal(a, b))
+
+
 def test_fused_flow_loss_equals_autograd():
     al = small_problem(2, flow=True)
     v1, g1 = grads(al, al.flow_term)

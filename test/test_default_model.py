@@ -88,7 +88,7 @@ def test_bf16_keeps_the_masks_of_fp32_with_the_cross_attention_in_fp32():
     with torch.no_grad():
         for precision in ("fp32", "bf16"):
             cfg = preset_config("reference", niter=5, keep_arrays=True, device="cpu", precision=precision)
-            assert cfg.cross_attention_fp32
+            assert cfg.keep_fp32 == "cross-attention"
             masks[precision] = WindowPipeline(net, cfg).run(scene.frames, frame_ids=range(8)).arrays["pass2_dynamic_masks"]
     assert masks["fp32"].any(axis=(1, 2)).all()          # the object is found in every frame
     assert min(jaccard(a, b) for a, b in zip(masks["bf16"], masks["fp32"])) >= 0.99

@@ -200,8 +200,8 @@ def test_encode_once_decode_many_equals_pairwise_forward():
 
 
 def test_cross_attention_stays_fp32_under_autocast_when_asked():
-    """``full_precision_cross``: under a bf16 autocast the cross-attention layers compute in fp32 (their outputs
-    and Easi3R's statistics equal a plain fp32 cross-attention on the same inputs), the rest stays bf16."""
+    """``keep_fp32="cross-attention"``: under a bf16 autocast the cross-attention layers compute in fp32 (their
+    outputs and Easi3R's statistics equal a plain fp32 cross-attention on the same inputs), the rest stays bf16."""
     from easi3r_ros.model.blocks import CrossAttention
     from easi3r_ros.model.rope import RoPE2D, grid_positions
 
@@ -222,8 +222,28 @@ def test_cross_attention_stays_fp32_under_autocast_when_asked():
     enc = net.encode(torch.randn(2, 3, 224, 224, generator=torch.Generator().manual_seed(1))).detach()
     with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
         a = net.decode(enc[[0]], enc[[1]], (224, 224), attention_stats=True, heads=False)
-        b = net.decode(enc[[0]], enc[[1]], (224, 224), attention_stats=True, heads=False, full_precision_cross=True)
+        b = net.decode(enc[[0]], enc[[1]], (224, 224), attention_stats=True, heads=False, keep_fp32="cross-attention")
     assert not torch.equal(a.attn1, b.attn1)       # the flag reaches every decoder block
+
+
+def test_keep_fp32_decoder_reduces_only_the_heads():
+    """``keep_fp32="decoder"`` under a bf16 autocast: the attention statistics are exactly fp32's (the masks cannot
+    change), the pointmaps come from bf16 heads (close to fp32's, not equal); an unknown value is refused."""
+    net = fill_with_recipe(Dust3rNetwork(parse_model_string(PRESETS["tiny-224-linear"])), 5).eval()
+    enc = net.encode(torch.randn(2, 3, 224, 224, generator=torch.Generator().manual_seed(2))).detach()
+    with torch.no_grad():
+        fp32 = net.decode(enc[[0, 1]], enc[[1, 0]], (224, 224), attention_stats=True)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            heads = net.decode(enc[[0, 1]], enc[[1, 0]], (224, 224), attention_stats=True, keep_fp32="decoder")
+            cross = net.decode(enc[[0, 1]], enc[[1, 0]], (224, 224), attention_stats=True, keep_fp32="cross-attention")
+    for name in ("attn1", "attn2"):
+        assert torch.equal(getattr(heads, name), getattr(fp32, name))
+        assert not torch.equal(getattr(cross, name), getattr(fp32, name))
+    for name in ("pts1", "pts2"):
+        err = float((getattr(heads, name).float() - getattr(fp32, name)).abs().max())
+        assert 0 < err <= 0.05 * float(getattr(fp32, name).abs().max())
+    with pytest.raises(ValueError, match="keep_fp32"):
+        net.decode(enc[[0]], enc[[1]], (224, 224), keep_fp32="heads")
 
 
 def test_dpt_handles_odd_token_grids():

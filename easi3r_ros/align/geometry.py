@@ -6,6 +6,8 @@ principal point (W/2, H/2).
 """
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import roma
 import torch
@@ -41,6 +43,13 @@ for _k, _terms in enumerate((
 _ROT_STACK = _ROT_FORMS.transpose(1, 0, 2).reshape(4, 36)
 
 
+@functools.lru_cache(maxsize=None)
+def _rot_stack(dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """_ROT_STACK on ``device``, copied once: a host-to-device copy inside the alignment step would stall every
+    eager step and makes a CUDA-graph capture of the step fail."""
+    return torch.as_tensor(_ROT_STACK, dtype=dtype, device=device)
+
+
 class _RigidFromParams(torch.autograd.Function):
     """(B, >=7) storage vectors -> (B, 3, 4) [R | T] with a closed-form backward.
 
@@ -51,7 +60,7 @@ class _RigidFromParams(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, params):
-        stack = torch.as_tensor(_ROT_STACK, dtype=params.dtype, device=params.device)
+        stack = _rot_stack(params.dtype, params.device)
         quat = params[:, :4]
         norm = quat.norm(dim=1, keepdim=True)
         unit = quat / norm

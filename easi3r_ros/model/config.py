@@ -34,6 +34,9 @@ MAX_MLP_RATIO = 8.0
 MAX_PARAMETERS = 1_200_000_000
 MAX_PAIR_ACTIVATION_BYTES = 3 << 30          # the official 512 DPT network: about 0.4 GiB
 
+# What the decoder keeps in fp32 under a bf16/fp16 autocast (Dust3rNetwork.decode; the encoder always does).
+KEEP_FP32 = ("cross-attention", "decoder", "nothing")
+
 # Messages show found values through this: bounded in length and depth (a deeply nested value cannot overflow).
 _short_repr = reprlib.Repr()
 _short_repr.maxlevel, _short_repr.maxtuple, _short_repr.maxlist, _short_repr.maxdict = 2, 4, 4, 4

@@ -6,6 +6,7 @@ both branches and applying Easi3R's pass-2 re-weighting.
 """
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 from typing import Optional, Tuple
 
@@ -13,7 +14,7 @@ import torch
 from torch import nn
 
 from .blocks import DecoderBlock, EncoderBlock, Reweighting
-from .config import ModelConfig
+from .config import KEEP_FP32, ModelConfig
 from .heads import DPTHead, LinearHead, activate_outputs
 from .rope import RoPE2D, grid_positions
 
@@ -92,15 +93,38 @@ class Dust3rNetwork(nn.Module):
 
     def decode(self, enc1: torch.Tensor, enc2: torch.Tensor, image_hw: Tuple[int, int], *,
                attention_stats: bool = False, reweight: Optional[Reweighting] = None,
-               heads: bool = True, naive: bool = False, full_precision_cross: bool = False) -> PairPrediction:
+               heads: bool = True, naive: bool = False, keep_fp32: str = "nothing") -> PairPrediction:
         """Decode ordered pairs from encoder tokens (B, N, enc_dim) of views 1 and 2 (same image size).
 
         ``heads=False`` stops after the decoder (Easi3R's pass 1 needs only the attention statistics);
-        the point and confidence fields are then None. ``full_precision_cross``: under a bf16/fp16 autocast,
-        the cross-attention layers still run in fp32. Their logits are Easi3R's motion signal, and its
-        per-pixel statistics over pairs are fine differences that bf16 rounding swamps. The self-attention
-        and MLPs, most of the work, stay reduced (measured in ``benchmarks/precision.py``).
+        the point and confidence fields are then None. ``keep_fp32`` (one of :data:`KEEP_FP32`): what still
+        runs in fp32 under a bf16/fp16 autocast. ``"cross-attention"``: the cross-attention layers, whose logits
+        are Easi3R's motion signal (its per-pixel statistics over pairs are fine differences that bf16 rounding
+        swamps), while the self-attention and MLPs, most of the decoder's work, stay reduced; ``"decoder"``: the
+        whole decoder, so that only the prediction heads are reduced and the attention statistics are fp32's;
+        ``"nothing"``: all reduced (measured in ``benchmarks/precision.py``).
         """
+        if keep_fp32 not in KEEP_FP32:
+            raise ValueError(f"keep_fp32 must be one of {', '.join(KEEP_FP32)}, got {keep_fp32!r}")
+        decoder_fp32 = keep_fp32 == "decoder" and torch.is_autocast_enabled(enc1.device.type)
+        with torch.autocast(enc1.device.type, enabled=False) if decoder_fp32 else contextlib.nullcontext():
+            f1, f2, outs1, outs2, stats1, stats2 = self._decoder(
+                enc1, enc2, image_hw, reweight=reweight, attention_stats=attention_stats, naive=naive,
+                full_precision_cross=keep_fp32 == "cross-attention")
+        h, w = self.token_grid(image_hw)
+        pred = PairPrediction(None, None, None, None)
+        if heads:
+            outs1[-1], outs2[-1] = self.dec_norm(f1), self.dec_norm(f2)
+            pred.pts1, pred.conf1 = activate_outputs(self.downstream_head1(outs1, image_hw), *self._modes)
+            pred.pts2, pred.conf2 = activate_outputs(self.downstream_head2(outs2, image_hw), *self._modes)
+        if attention_stats:
+            pred.attn1 = _stack_attention(stats1, h, w)
+            pred.attn2 = _stack_attention(stats2, h, w)
+        return pred
+
+    def _decoder(self, enc1, enc2, image_hw, *, reweight, attention_stats, naive, full_precision_cross):
+        """The two decoder branches: final features, every block's outputs (after the encoder's) and the
+        per-block attention statistics of each branch."""
         h, w = self.token_grid(image_hw)
         pos = grid_positions(h, w, device=enc1.device)
         f1, f2 = self.decoder_embed(enc1), self.decoder_embed(enc2)
@@ -116,15 +140,7 @@ class Dust3rNetwork(nn.Module):
             outs2.append(f2)
             stats1.append(s1)
             stats2.append(s2)
-        pred = PairPrediction(None, None, None, None)
-        if heads:
-            outs1[-1], outs2[-1] = self.dec_norm(f1), self.dec_norm(f2)
-            pred.pts1, pred.conf1 = activate_outputs(self.downstream_head1(outs1, image_hw), *self._modes)
-            pred.pts2, pred.conf2 = activate_outputs(self.downstream_head2(outs2, image_hw), *self._modes)
-        if attention_stats:
-            pred.attn1 = _stack_attention(stats1, h, w)
-            pred.attn2 = _stack_attention(stats2, h, w)
-        return pred
+        return f1, f2, outs1, outs2, stats1, stats2
 
     @property
     def _modes(self):

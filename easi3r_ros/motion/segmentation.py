@@ -256,16 +256,19 @@ def adaptive_multiotsu(values: ArrayLike, classes: Sequence[int] = (2, 3, 4), nb
     few distinct values) is skipped; when none works (constant map) returns (max value, 0), which
     gives an empty mask with the strict comparison.
     """
+    from skimage.exposure import histogram
     from skimage.filters import threshold_multiotsu
     v = to_numpy(values).ravel()
     if v.size == 0:
         raise SegmentationError("no values to threshold")
+    # the histogram threshold_multiotsu would compute from the values, once for every k
+    hist = histogram(v, nbins, source_range="image", normalize=True)
     best_score, best_t, best_k = -np.inf, None, 0
     for k in classes:
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                th = threshold_multiotsu(v, classes=int(k), nbins=nbins)
+                th = threshold_multiotsu(classes=int(k), nbins=nbins, hist=hist)
         except ValueError:
             continue
         regions = np.digitize(v, bins=th)

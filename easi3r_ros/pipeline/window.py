@@ -12,9 +12,8 @@ preset does none of these.
 
 GPU. Pairs are decoded ``pair_batch`` at a time (0: 1 on the CPU, 8 on CUDA) under autocast
 (``precision`` bf16/fp16 on CUDA; bf16 also on the CPU; the encoder, run once per frame, and the decoder's
-cross-attention, whose logits are the motion signal, stay fp32: ``cross_attention_fp32``), images go to the
-device from pinned memory with
-non-blocking copies, and attention runs torch's fused ``scaled_dot_product_attention`` (flash / memory-
+cross-attention, whose logits are the motion signal, stay fp32, or the whole decoder: ``keep_fp32``), images
+go to the device from pinned memory with non-blocking copies, and attention runs torch's fused ``scaled_dot_product_attention`` (flash / memory-
 efficient kernels on CUDA); fp32 there is IEEE fp32 (TF32 off) and the alignment's steps are replayed
 from a CUDA graph (``cuda_graphs``). A batch that runs out of GPU memory is retried at half the size (the smaller
 size is kept for later windows); out of memory at one pair per batch, the window fails with
@@ -36,6 +35,7 @@ import torch
 from ..align.global_alignment import WarmStart, align_window
 from ..io.camera_model import CameraModel
 from ..model.blocks import Reweighting
+from ..model.config import KEEP_FP32
 from ..model.network import Dust3rNetwork
 from ..model.preprocess import CropInfo, preprocess_image
 from ..motion.guard import LEVEL_THRESHOLD, MotionGuard
@@ -102,7 +102,9 @@ class WindowConfig:
     motion_guard_contrast: Optional[float] = None  # sigma-contrast threshold; calibrate on real weights
     device: str = "auto"                      # "auto" -> cuda when available, else cpu
     precision: str = "fp32"                   # "fp32", or "bf16"/"fp16" autocast on CUDA
-    cross_attention_fp32: bool = True         # bf16/fp16: the decoder's cross-attention (Easi3R's signal) in fp32
+    keep_fp32: str = "cross-attention"        # bf16/fp16: what stays fp32 besides the encoder: "cross-attention"
+                                              # (Easi3R's signal), "decoder" (only the heads reduced: masks as
+                                              # fp32's) or "nothing" (Dust3rNetwork.decode, benchmarks/precision.py)
     pair_batch: int = 0                       # ordered pairs per decoder call; 0: 1 on CPU, 8 on CUDA
     cuda_graphs: bool = True                  # CUDA: alignment steps replayed from one CUDA graph
     keep_arrays: bool = False                 # fill WindowResult.arrays (fixture-named, for results.npz)
@@ -200,6 +202,8 @@ class WindowPipeline:
     def __init__(self, network: Dust3rNetwork, config: WindowConfig = WindowConfig(), cache_frames: int = 64,
                  progress: Optional[Callable[..., Any]] = None):
         """``progress``: a tqdm-like factory ``progress(total=, desc=)`` for progress bars (None: silent)."""
+        if config.keep_fp32 not in KEEP_FP32:
+            raise ValueError(f"keep_fp32 must be one of {', '.join(KEEP_FP32)}, got {config.keep_fp32!r}")
         self.config = config
         self.progress = progress
         self.device = resolve_device(config.device)
@@ -322,7 +326,7 @@ class WindowPipeline:
             ii, jj = edges_t[a:b, 0], edges_t[a:b, 1]
             rw = None if reweight_static is None else Reweighting(reweight_static[ii], reweight_static[jj])
             pred = self.network.decode(enc[ii], enc[jj], hw, attention_stats=True, reweight=rw, heads=heads,
-                                       full_precision_cross=self.config.cross_attention_fp32)
+                                       keep_fp32=self.config.keep_fp32)
             return {k: getattr(pred, k).float() for k in keys if getattr(pred, k) is not None}
 
         with self._bar(len(edges), desc) as bar:

@@ -15,6 +15,8 @@ import math
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
+from ..model.config import KEEP_FP32
+
 DEVICE_HINT = "auto, cpu, cuda or cuda:N"
 
 
@@ -87,6 +89,9 @@ PARAMS: List[ParamSpec] = [
     ParamSpec("device", "auto", f"torch device: {DEVICE_HINT}", "pipeline", check=_check_device),
     ParamSpec("precision", "fp32", "fp32, or bf16/fp16 autocast on CUDA (bf16 also on the CPU)", "pipeline",
               choices=("fp32", "bf16", "fp16")),
+    ParamSpec("keep_fp32", "cross-attention", "under bf16/fp16, what stays fp32 besides the encoder: cross-attention "
+              "(Easi3R's motion signal), decoder (only the prediction heads reduced: the masks are fp32's) or nothing",
+              "pipeline", choices=KEEP_FP32),
     ParamSpec("pair_batch", 0, "ordered frame pairs per network call (0: 1 on the CPU, 8 on CUDA); a batch that "
               "runs out of GPU memory is retried at half the size, then the window is counted as failed",
               "pipeline", range=(0, 256)),

@@ -51,6 +51,7 @@ def make_runner_factory(values: Dict[str, Any], report: Optional[Dict[str, str]]
         cfg = preset_config(values["preset"], image_size=values["image_size"] or None,
                             scene_graph=f"swinstride-{values['scene_graph_width']}", niter=values["ga_iters"],
                             kmeans=values["kmeans"], device=values["device"], precision=values["precision"],
+                            keep_fp32=values["keep_fp32"],
                             static_conf_threshold=values["cloud_conf_threshold"],
                             pair_batch=int(values["pair_batch"]), warm_start=bool(values["warm_start"]) or None,
                             align_coarse=int(values["align_coarse"]) or None,
