@@ -8,7 +8,7 @@ node's defaults) and (6, 2):
 
 - *steady* — the ``robot`` preset as the stream runs it: frame encodings and pass-1 pair decodes cached by
   frame, pass-2 decodes reused for pairs whose frames' token masks did not change, the alignment coarse to
-  fine (300 iterations on every 4th pixel, then each full-resolution depth in closed form);
+  fine (the preset's 150 iterations on every 4th pixel, then each full-resolution depth in closed form);
 - *robot, full resolution* — the same windows with the alignment on every pixel (300 iterations) and the
   pass-2 reuse off: the reference for the quality comparison (final alignment loss, ATE of the chained
   trajectory, JM of the published masks, published as the stream does);
@@ -142,13 +142,18 @@ def cost_part(w: int, s: int, seed: int, with_reference: bool, quick: bool, alte
     path = default_model_path()
     net, _ = load_checkpoint(path)
     cal = calibrated_overrides(path)
-    niter = 20 if quick else 300
-    common = dict(motion_guard=False, niter=niter, warm_niter=niter, **{k: v for k, v in cal.items() if k != "motion_guard_level"})
+    niter = 20 if quick else 300           # full-resolution, warm-started and reference alignments
+    robot_niter = 10 if quick else None    # the robot preset's own (coarse to fine)
+    common = dict(motion_guard=False, **{k: v for k, v in cal.items() if k != "motion_guard_level"})
+
+    def robot(**over):   # full-resolution paths run the reference's iteration count, coarse to fine the preset's
+        its = dict(niter=niter, warm_niter=niter) if over.get("align_coarse") == 1 else dict(niter=robot_niter)
+        return preset_config("robot", **common, **its, **over)
+
     runs = {}
-    variants = (("steady", preset_config("robot", **common)),
-                ("robot_cold", preset_config("robot", align_coarse=1, reuse_pass2=False, **common)))
+    variants = (("steady", robot()), ("robot_cold", robot(align_coarse=1, reuse_pass2=False)))
     if alternatives:
-        variants = tuple((name, preset_config("robot", **common, **over)) for name, over in ALTERNATIVES.items())
+        variants = tuple((name, robot(**over)) for name, over in ALTERNATIVES.items())
         with_reference = False
     for name, cfg in variants:
         windows, poses, masks, order = stream_windows(WindowPipeline(net, cfg), seq, w, s)
@@ -166,7 +171,8 @@ def cost_part(w: int, s: int, seed: int, with_reference: bool, quick: bool, alte
             windows.append({"start": st, "wall_s": time.perf_counter() - t, "edges": len(result.edges),
                             "timings": {k: float(v) for k, v in result.timings.items()}})
         runs["reference_cold"] = {"windows": windows}
-    return {"W": w, "S": s, "seed": seed, "frames": n_frames, "niter": niter, "runs": runs,
+    return {"W": w, "S": s, "seed": seed, "frames": n_frames, "niter": niter, "robot_niter": variants[0][1].niter,
+            "runs": runs,
             "torch_threads": torch.get_num_threads()}
 
 

@@ -81,7 +81,7 @@ def _add_run(sub) -> None:
                         "stop (it starts no closer and ends at a higher loss on the synthetic benchmark)")
     p.add_argument("--pair-batch", type=_positive, help="ordered pairs per network call (default 1 on the CPU, 8 on "
                    "CUDA; halved when the GPU runs out of memory)")
-    p.add_argument("--niter", type=_positive, help="global-alignment iterations (default 300)")
+    p.add_argument("--niter", type=_positive, help="global-alignment iterations (default: the preset's, reference 300, robot 150)")
     p.add_argument("--scene-graph", help="scene graph, swinstride-W (default swinstride-5)")
     p.add_argument("--kmeans", choices=["sklearn", "torch"], help="clustering backend (default sklearn = reference)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")

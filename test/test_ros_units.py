@@ -151,7 +151,9 @@ def test_pipeline_parameters_reach_the_window_config():
     values.update(random_weights="tiny-224-linear", torch_threads=0, align_coarse=2, warm_start=True, ga_iters=7)
     cfg = make_runner_factory(values)().config
     assert (cfg.align_coarse, cfg.warm_start, cfg.niter) == (2, True, 7)
-    values.update(align_coarse=0, warm_start=False)   # 0: the preset's own
-    assert make_runner_factory(values)().config.align_coarse == 4
+    values.update(align_coarse=0, warm_start=False, ga_iters=0, keep_fp32="decoder")   # 0: the preset's own
+    cfg = make_runner_factory(values)().config
+    assert (cfg.align_coarse, cfg.niter, cfg.keep_fp32) == (4, 150, "decoder")
     values.update(preset="reference")
-    assert make_runner_factory(values)().config.align_coarse == 1
+    cfg = make_runner_factory(values)().config
+    assert (cfg.align_coarse, cfg.niter) == (1, 300)

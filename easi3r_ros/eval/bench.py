@@ -75,7 +75,7 @@ class BenchConfig:
     static: int = 4                  # static-only twins of the first dynamic sequences
     frames: int = 8                  # frames per sequence = one window (the node's default window_size)
     hw: Tuple[int, int] = (240, 320)  # rendered camera resolution (H, W)
-    niter: int = 300                 # global-alignment iterations (the node's default ga_iters)
+    niter: Optional[int] = None      # global-alignment iterations (None: the preset's, as the node's ga_iters 0)
     preset: str = "robot"            # window-pipeline preset (robot: capped scene graph + guard)
     first_seed: int = 0
     device: str = "auto"
@@ -574,7 +574,8 @@ def run_bench(model: Evaluated, cfg: BenchConfig, out_dir: Optional[Path] = None
         "machine": machine(),
         "model": {"source": model.source, "model_string": model.model_string, "sha256": model.sha256,
                   "random_weights": model.random_weights},
-        "settings": asdict(cfg) | {"seeds": [s["seed"] for s in per_sequence if s["kind"] == "dynamic"],
+        "settings": asdict(cfg) | {"niter": runner.window_config.niter,   # the preset's when cfg.niter is None
+                                   "seeds": [s["seed"] for s in per_sequence if s["kind"] == "dynamic"],
                                    "skipped_seeds": skipped, "guard_level": runner.guard_level,
                                    "window_config": {k: v for k, v in asdict(runner.window_config).items()}},
         "rows": ROWS,
@@ -611,7 +612,7 @@ def add_arguments(ap) -> None:
     ap.add_argument("--sequences", type=int, help=f"dynamic sequences (default {BenchConfig.sequences})")
     ap.add_argument("--static", type=int, help=f"static-only sequences (default {BenchConfig.static})")
     ap.add_argument("--frames", type=int, help=f"frames per sequence (default {BenchConfig.frames})")
-    ap.add_argument("--niter", type=int, help=f"global-alignment iterations (default {BenchConfig.niter})")
+    ap.add_argument("--niter", type=int, help="global-alignment iterations (default: the preset's)")
     ap.add_argument("--quick", action="store_true",
                     help=f"a check that the benchmark works, not a measurement: {QUICK.sequences} + {QUICK.static} "
                          f"sequences of {QUICK.frames} frames at {QUICK.hw[0]}x{QUICK.hw[1]}, {QUICK.niter} iterations")

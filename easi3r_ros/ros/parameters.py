@@ -108,8 +108,8 @@ PARAMS: List[ParamSpec] = [
               "'nothing moves' guard)", "pipeline", choices=("reference", "robot")),
     ParamSpec("scene_graph_width", 5, "scene graph: every frame is paired with the next W frames "
               "(swinstride-W)", "pipeline", range=(1, 64)),
-    ParamSpec("ga_iters", 300, "global-alignment iterations per window (fewer: lower latency, rougher poses)",
-              "pipeline", range=(1, 10000)),
+    ParamSpec("ga_iters", 0, "global-alignment iterations per window (0: the preset's, robot 150, reference 300; "
+              "fewer: lower latency, rougher poses)", "pipeline", range=(0, 10000)),
     ParamSpec("kmeans", "sklearn", "feature clustering: sklearn (reference) or torch (faster, GPU)", "pipeline",
               choices=("sklearn", "torch")),
     ParamSpec("cloud_conf_threshold", 3.0, "confidence above which static pixels become cloud points",

@@ -49,7 +49,7 @@ def make_runner_factory(values: Dict[str, Any], report: Optional[Dict[str, str]]
             report["model"] = f"{name} ({info.format}: {info.path})"
             calibration = calibrated_overrides(checkpoint)
         cfg = preset_config(values["preset"], image_size=values["image_size"] or None,
-                            scene_graph=f"swinstride-{values['scene_graph_width']}", niter=values["ga_iters"],
+                            scene_graph=f"swinstride-{values['scene_graph_width']}", niter=values["ga_iters"] or None,
                             kmeans=values["kmeans"], device=values["device"], precision=values["precision"],
                             keep_fp32=values["keep_fp32"],
                             static_conf_threshold=values["cloud_conf_threshold"],
