@@ -37,7 +37,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 RAW = ("attn_k_i_mean_raw", "attn_k_i_std_raw", "attn_k_j_mean_raw", "attn_k_j_std_raw")
 FUSED = ("attn_k_i_mean_fused", "attn_k_i_std_fused", "attn_k_j_mean_fused", "attn_k_j_std_fused")
-PRECISIONS = ("fp32", "bf16", "fp16")
 # (precision, keep_fp32) of the agreement checks: the default keeps the decoder's cross-attention in fp32 under
 # bf16/fp16, "decoder" the whole decoder (only the heads reduced), "nothing" autocasts it all
 AGREEMENT = (("fp32", "cross-attention"), ("bf16", "cross-attention"), ("bf16", "decoder"), ("bf16", "nothing"),
@@ -125,10 +124,9 @@ def agreement(device: str, budget_end: float, names=("tiny_linear_vtest", "tiny_
             otsu = max(abs(float(ours[f"{p}_otsu_threshold"]) - float(ref[f"{p}_otsu_threshold"])) for p in ("pass1", "pass2"))
             iou_ref = min(_iou(a, b) for p in ("pass1", "pass2")
                           for a, b in zip(ours[f"{p}_dynamic_masks"], ref[f"{p}_dynamic_masks"]))
-            iou_cpu = min(_iou(a, b) for a, b in zip(ours["pass2_dynamic_masks"], cpu["pass2_dynamic_masks"]))
+            vs_cpu = precision_errors(cpu, ours)
+            iou_cpu, pts = vs_cpu["pass2_mask_iou"], vs_cpu["pts_rel_err"]
             conf = float(np.max(np.abs(ours["conf"] - ref["conf"]) / np.abs(ref["conf"])))
-            pts = float(np.abs(ours["pass2_pred1_pts3d"] - cpu["pass2_pred1_pts3d"]).max()
-                        / np.abs(cpu["pass2_pred1_pts3d"]).max())
             ok = err <= 1e-4 and labels and otsu <= 1e-4 and iou_ref >= 0.99 and conf <= 2e-4
             rows.append({"fixture": name, "precision": precision, "keep_fp32": keep, "stat_rel_err": err, "labels_equal": labels,
                          "otsu_err": otsu, "mask_iou_ref": iou_ref, "mask_iou_cpu": iou_cpu, "conf_rel_err": conf,

@@ -268,13 +268,14 @@ def main(argv=None) -> int:
               f"{100 * o['scale_error']:.1f} % (Umeyama {100 * o['scale_error_umeyama']:.1f} %), "
               f"ATE SE(3) {o['ate_se3']:.3f} m "
               f"[{time.perf_counter() - start:.0f} s]", flush=True)
+    ga_niter = args.niter or 300   # the alignment alone: the reference's count unless --niter says otherwise
     res = {"machine": machine(), "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
            "model": f"{model.source} (sha256 {model.sha256}…)" if model.sha256 else model.source,
            "odometry_noise": ", ".join(f"{k} {v:g}" for k, v in asdict(OdometryNoise()).items()),
            "config": {"frames": args.frames, "hw": hw, "fps": args.fps, "window": args.window, "stride": args.stride,
                       "niter": pipeline.config.niter, "align_coarse": pipeline.config.align_coarse, "preset": "robot",
-                      "ga_niter": args.niter or 300, "threads": args.threads},
-           "sequences": recs, "ga_fixture": ga_fixture(args.niter or 300)}   # alignment alone: the reference's count
+                      "ga_niter": ga_niter, "threads": args.threads},
+           "sequences": recs, "ga_fixture": ga_fixture(ga_niter)}
     res["seconds"] = time.perf_counter() - start
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "geometry.json").write_text(json.dumps(res, indent=1, default=float))

@@ -37,6 +37,12 @@ MAX_PAIR_ACTIVATION_BYTES = 3 << 30          # the official 512 DPT network: abo
 # What the decoder keeps in fp32 under a bf16/fp16 autocast (Dust3rNetwork.decode; the encoder always does).
 KEEP_FP32 = ("cross-attention", "decoder", "nothing")
 
+
+def check_keep_fp32(value: str) -> str:
+    if value not in KEEP_FP32:
+        raise ValueError(f"keep_fp32 must be one of {', '.join(KEEP_FP32)}, got {value!r}")
+    return value
+
 # Messages show found values through this: bounded in length and depth (a deeply nested value cannot overflow).
 _short_repr = reprlib.Repr()
 _short_repr.maxlevel, _short_repr.maxtuple, _short_repr.maxlist, _short_repr.maxdict = 2, 4, 4, 4

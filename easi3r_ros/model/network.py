@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from .blocks import DecoderBlock, EncoderBlock, Reweighting
-from .config import KEEP_FP32, ModelConfig
+from .config import ModelConfig, check_keep_fp32
 from .heads import DPTHead, LinearHead, activate_outputs
 from .rope import RoPE2D, grid_positions
 
@@ -97,15 +97,14 @@ class Dust3rNetwork(nn.Module):
         """Decode ordered pairs from encoder tokens (B, N, enc_dim) of views 1 and 2 (same image size).
 
         ``heads=False`` stops after the decoder (Easi3R's pass 1 needs only the attention statistics);
-        the point and confidence fields are then None. ``keep_fp32`` (one of :data:`KEEP_FP32`): what still
+        the point and confidence fields are then None. ``keep_fp32`` (one of ``config.KEEP_FP32``): what still
         runs in fp32 under a bf16/fp16 autocast. ``"cross-attention"``: the cross-attention layers, whose logits
         are Easi3R's motion signal (its per-pixel statistics over pairs are fine differences that bf16 rounding
         swamps), while the self-attention and MLPs, most of the decoder's work, stay reduced; ``"decoder"``: the
         whole decoder, so that only the prediction heads are reduced and the attention statistics are fp32's;
         ``"nothing"``: all reduced (measured in ``benchmarks/precision.py``).
         """
-        if keep_fp32 not in KEEP_FP32:
-            raise ValueError(f"keep_fp32 must be one of {', '.join(KEEP_FP32)}, got {keep_fp32!r}")
+        check_keep_fp32(keep_fp32)
         decoder_fp32 = keep_fp32 == "decoder" and torch.is_autocast_enabled(enc1.device.type)
         with torch.autocast(enc1.device.type, enabled=False) if decoder_fp32 else contextlib.nullcontext():
             f1, f2, outs1, outs2, stats1, stats2 = self._decoder(

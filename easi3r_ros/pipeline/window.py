@@ -35,7 +35,7 @@ import torch
 from ..align.global_alignment import WarmStart, align_window
 from ..io.camera_model import CameraModel
 from ..model.blocks import Reweighting
-from ..model.config import KEEP_FP32
+from ..model.config import check_keep_fp32
 from ..model.network import Dust3rNetwork
 from ..model.preprocess import CropInfo, preprocess_image
 from ..motion.guard import LEVEL_THRESHOLD, MotionGuard
@@ -204,8 +204,7 @@ class WindowPipeline:
     def __init__(self, network: Dust3rNetwork, config: WindowConfig = WindowConfig(), cache_frames: int = 64,
                  progress: Optional[Callable[..., Any]] = None):
         """``progress``: a tqdm-like factory ``progress(total=, desc=)`` for progress bars (None: silent)."""
-        if config.keep_fp32 not in KEEP_FP32:
-            raise ValueError(f"keep_fp32 must be one of {', '.join(KEEP_FP32)}, got {config.keep_fp32!r}")
+        check_keep_fp32(config.keep_fp32)
         self.config = config
         self.progress = progress
         self.device = resolve_device(config.device)
